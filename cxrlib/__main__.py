@@ -1,0 +1,3 @@
+from cxrlib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The manifest: one CSV table format for every dataset cxrlib reads.
+
+Schema (one row per image):
+
+==============  ========  ===============================================================
+column          required  meaning
+==============  ========  ===============================================================
+path            yes       image path relative to the data root (``/`` separators)
+patient_id      yes       patient identifier, unique within ``source`` (splits group by it)
+source          yes       collection the image comes from (``nih``, ``covid-chestxray``, ...)
+view            yes       projection as published (``PA``, ``AP``, ``AP Supine``, ...; may be empty)
+findings        yes       ``|``-separated source labels, NIH style (``Effusion|Pneumonia``)
+label           yes       target class of the task, or empty (multi-label source rows)
+split           no        ``train``, ``val`` or ``test``
+fold            no        cross-validation fold index (0..k-1) of the row
+sha1            no        SHA-1 of the image file (exact duplicates)
+phash           no        64-bit perceptual hash as 16 hex digits (near duplicates)
+mask_path       no        ground-truth lesion mask (phantoms), relative to the data root
+shortcut        no        1 if a burnt-in text marker was drawn (phantoms), else 0
+age, sex        no        patient age in years and sex, as published
+==============  ========  ===============================================================
+
+All values are read as strings (``keep_default_na=False``), so nothing is silently turned
+into NaN. Row numbers in error messages are the CSV line numbers (header = line 1).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("path", "patient_id", "source", "view", "findings", "label")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "split", "fold", "sha1", "phash", "mask_path", "shortcut", "age", "sex",
+)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FINDINGS_SEP = "|"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem, located by CSV line and column."""
+
+    line: int | None  # CSV line number (header is line 1); None for table-level problems
+    column: str | None
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        loc = ", ".join(where)
+        return f"{self.severity}: {loc}: {self.message}" if loc else f"{self.severity}: {self.message}"
+
+
+class ManifestError(ValueError):
+    """Raised when a manifest fails validation; lists every problem with its line and column."""
+
+    def __init__(self, name: str, problems: Sequence[Problem], limit: int = 20):
+        self.name = name
+        self.problems = list(problems)
+        shown = "\n  ".join(str(p) for p in self.problems[:limit])
+        more = len(self.problems) - limit
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{name}: {len(self.problems)} problem(s)\n  {shown}{tail}")
+
+
+def line_of(index: int) -> int:
+    """CSV line number of the DataFrame row at positional ``index`` (header is line 1)."""
+    return int(index) + 2
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a manifest CSV with every column as a string and no NaN conversion.
+
+    Args:
+        path: the manifest CSV file.
+
+    Raises:
+        ManifestError: the file is missing or lacks a required column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(str(path), [Problem(None, None, "file not found")])
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            str(path), [Problem(1, c, "required column is missing") for c in missing]
+        )
+    df.attrs["manifest_path"] = str(path)
+    return df.reset_index(drop=True)
+
+
+def new_manifest(rows: Iterable[dict]) -> pd.DataFrame:
+    """Build a manifest DataFrame from row dicts, with required columns first, all strings.
+
+    Args:
+        rows: one dict per image; missing required keys become empty strings.
+    """
+    df = pd.DataFrame(list(rows))
+    for c in REQUIRED_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    return order_columns(df.fillna("").astype(str))
+
+
+def order_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Required columns first, then the known optional ones, then any extra columns."""
+    known = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in df.columns]
+    extra = [c for c in df.columns if c not in known]
+    return df[known + extra]
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a manifest CSV atomically (a failed write leaves the earlier file intact).
+
+    Args:
+        df: manifest table; must have the required columns.
+        path: destination CSV.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(str(path), [Problem(None, c, "required column is missing") for c in missing])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    order_columns(df).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def split_findings(value: str) -> list[str]:
+    """Split a ``|``-separated findings cell into its labels (empty cell -> [])."""
+    return [f.strip() for f in str(value).split(FINDINGS_SEP) if f.strip()]
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    root: str | os.PathLike | None = None,
+    classes: Sequence[str] | None = None,
+    require_label: bool = False,
+    check_images: bool = False,
+    name: str | None = None,
+) -> list[Problem]:
+    """Check a manifest and return every problem found (an empty list means valid).
+
+    Checks: required columns, empty ``path``/``patient_id``/``source``, duplicate paths,
+    labels outside ``classes``, ``split`` values, integer ``fold``; with ``root``, files
+    that do not exist; with ``check_images``, images that cannot be decoded
+    (see :func:`cxrlib.data.images.scan_images` for the full bad-image report).
+
+    Args:
+        df: the manifest table (as returned by :func:`read_manifest`).
+        root: data root the ``path`` column is relative to; None skips file checks.
+        classes: allowed ``label`` values; None skips the label check.
+        require_label: every row must have a non-empty label (single-label tasks).
+        check_images: also decode every image (slow on large sets).
+        name: file name used in messages (defaults to the manifest's path).
+    """
+    problems: list[Problem] = []
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    problems += [Problem(1, c, "required column is missing") for c in missing]
+    if missing:
+        return problems
+
+    for col in ("path", "patient_id", "source"):
+        for i in df.index[df[col].astype(str).str.strip() == ""]:
+            problems.append(Problem(line_of(i), col, "empty value"))
+
+    dup = df["path"].duplicated(keep="first") & (df["path"] != "")
+    for i in df.index[dup]:
+        first = df.index[df["path"] == df.at[i, "path"]][0]
+        problems.append(Problem(line_of(i), "path", f"duplicate path {df.at[i, 'path']!r} (first on line {line_of(first)})"))
+
+    if classes is not None:
+        allowed = set(classes)
+        for i, lab in df["label"].items():
+            if lab == "":
+                if require_label:
+                    problems.append(Problem(line_of(i), "label", "empty label"))
+            elif lab not in allowed:
+                problems.append(Problem(line_of(i), "label", f"unknown label {lab!r}; expected one of {sorted(allowed)}"))
+
+    if "split" in df.columns:
+        for i, s in df["split"].items():
+            if s not in SPLITS and s != "":
+                problems.append(Problem(line_of(i), "split", f"unknown split {s!r}; expected one of {list(SPLITS)}"))
+    if "fold" in df.columns:
+        for i, f in df["fold"].items():
+            if f != "" and not str(f).lstrip("-").isdigit():
+                problems.append(Problem(line_of(i), "fold", f"fold {f!r} is not an integer"))
+
+    if root is not None:
+        root = Path(root)
+        for col in ("path", "mask_path"):
+            if col not in df.columns:
+                continue
+            for i, p in df[col].items():
+                if p and not (root / p).is_file():
+                    problems.append(Problem(line_of(i), col, f"file not found: {root / p}"))
+        if check_images:
+            from cxrlib.data.images import scan_images  # local import: PIL only when needed
+
+            for bad in scan_images(df, root).bad:
+                problems.append(Problem(line_of(bad.index), "path", f"unreadable image {bad.path}: {bad.reason}"))
+    name = name or df.attrs.get("manifest_path", "manifest")
+    return problems
+
+
+def check_manifest(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """Validate and raise :class:`ManifestError` on any error; return ``df`` unchanged if valid.
+
+    Args:
+        df: the manifest table.
+        **kwargs: passed to :func:`validate_manifest`.
+    """
+    problems = [p for p in validate_manifest(df, **kwargs) if p.severity == "error"]
+    if problems:
+        raise ManifestError(kwargs.get("name") or df.attrs.get("manifest_path", "manifest"), problems)
+    return df
