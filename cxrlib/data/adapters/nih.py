@@ -1,0 +1,145 @@
+"""NIH ChestX-ray14 (Wang et al., CVPR 2017).
+
+Dataset: https://nihcc.app.box.com/v/ChestXray-NIHCC (NIH Clinical Center), 112,120 frontal
+chest radiographs of 30,805 patients with 14 NLP-mined findings.
+
+Published layout (either image layout works)::
+
+    root/Data_Entry_2017.csv          (or Data_Entry_2017_v2020.csv)
+    root/BBox_List_2017.csv           (optional, 984 expert boxes, 1024x1024 frame)
+    root/train_val_list.txt           (optional official split, one image name a line)
+    root/test_list.txt
+    root/images/00000001_000.png ...                   (one folder)
+    root/images_001/images/00000001_000.png ...        (official 12-archive layout)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlib.data.adapters._common import (
+    AdapterResult, Skips, finish, index_images, patient, read_table, require_columns, source_row,
+)
+
+SOURCE = "nih"
+DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+BBOX_FILE = "BBox_List_2017.csv"
+FRAME = 1024  # the boxes are given in the original 1024x1024 image frame
+#: BBox_List_2017.csv spells one finding differently from Data_Entry_2017.csv
+BOX_FINDING_ALIASES = {"Infiltrate": "Infiltration"}
+
+
+def find_data_entry(root: Path) -> Path:
+    """The Data_Entry CSV in ``root`` (the v2020 file wins when both are present)."""
+    for name in DATA_ENTRY_FILES:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{root}: none of {', '.join(DATA_ENTRY_FILES)} found (NIH ChestX-ray14 root expected)")
+
+
+def image_index(root: Path) -> dict[str, str]:
+    """Image name -> path relative to ``root`` over ``images/`` and ``images_*/images/``."""
+    found = index_images(root / "images", root)
+    for sub in sorted(root.glob("images_*")):
+        for name, rel in index_images(sub, root).items():
+            found.setdefault(name, rel)
+    return found
+
+
+def _official_split(root: Path) -> dict[str, str]:
+    split: dict[str, str] = {}
+    for name, value in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
+        path = root / name
+        if path.is_file():
+            for line in path.read_text().split():
+                split[line.strip()] = value
+    return split
+
+
+def build_manifest(root, task=None, data_entry: str | None = None, official_split: bool = True,
+                   **_ignored) -> AdapterResult:
+    """Manifest of NIH ChestX-ray14 from its published files.
+
+    ``findings`` is the published ``Finding Labels`` cell; with a single-label task the
+    label comes from ``label_map.csv`` (No Finding -> normal, any Pneumonia -> pneumonia,
+    other findings -> other_disease in paper A and not used in paper B). The official
+    split lists, when present, fill ``split`` with ``train`` (train_val_list) and ``test``;
+    the validation part must be carved out of ``train`` by patient (see
+    :func:`cxrlib.data.splits.holdout_split`).
+
+    Args:
+        root: folder with the Data_Entry CSV and the images.
+        task: None (multi-label findings only, ``label`` empty), ``nih14``/``source``
+            (same), or a single-label task such as ``paper_a``.
+        data_entry: CSV file name to use instead of the default lookup.
+        official_split: fill ``split`` from train_val_list.txt/test_list.txt if present.
+    """
+    root = Path(root)
+    csv_path = root / data_entry if data_entry else find_data_entry(root)
+    df = read_table(csv_path)
+    require_columns(df, ("Image Index", "Finding Labels", "Patient ID", "View Position"), csv_path)
+    sex_col = "Patient Gender" if "Patient Gender" in df.columns else "Patient Sex"
+    images = image_index(root)
+    split = _official_split(root) if official_split else {}
+    skips, rows, seen = Skips(), [], set()
+    for i, rec in enumerate(df.to_dict("records")):
+        name = rec["Image Index"].strip()
+        findings = rec["Finding Labels"].strip()
+        if name not in images:
+            skips.add("image file not found", source_row(i), name, findings)
+            continue
+        if name in seen:
+            skips.add("duplicate metadata row", source_row(i), name, findings)
+            continue
+        seen.add(name)
+        row = dict(path=images[name], patient_id=patient(SOURCE, rec["Patient ID"]), source=SOURCE,
+                   view=rec["View Position"].strip(), findings=findings,
+                   age=rec.get("Patient Age", "").strip(), sex=rec.get(sex_col, "").strip(),
+                   _source_row=source_row(i))
+        if split:
+            row["split"] = split.get(name, "")
+        rows.append(row)
+    listed = set(df["Image Index"].str.strip())
+    for name in sorted(set(images) - listed):
+        skips.add(f"image not listed in {csv_path.name}", "", images[name], "")
+    return finish(rows, skips, "nih", task)
+
+
+def load_boxes(root, images_only: bool = True) -> pd.DataFrame:
+    """Expert bounding boxes of BBox_List_2017.csv.
+
+    The published header is ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` (the four box
+    numbers sit under one header cell and three empty ones), so columns are taken by position.
+
+    Args:
+        root: NIH root with ``BBox_List_2017.csv``.
+        images_only: keep only boxes whose image is present under ``root``.
+
+    Returns:
+        DataFrame with ``path`` (relative to ``root``, as in the manifest), ``finding`` (NIH
+        spelling; the file's ``Infiltrate`` becomes ``Infiltration``), ``x, y, w, h`` (float,
+        pixels of the original 1024x1024 frame), ``frame_width``, ``frame_height`` (1024).
+    """
+    root = Path(root)
+    path = root / BBOX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: bounding-box file not found")
+    raw = pd.read_csv(path, header=0, dtype=str, keep_default_na=False)
+    if raw.shape[1] < 6:
+        raise ValueError(f"{path}: expected 6 columns (image, finding, x, y, w, h), found {raw.shape[1]}")
+    raw = raw.iloc[:, :6]
+    raw.columns = ["image", "finding", "x", "y", "w", "h"]
+    images = image_index(root)
+    out = pd.DataFrame({
+        "path": [images.get(n, f"images/{n}") for n in raw["image"]],
+        "finding": raw["finding"].str.strip().replace(BOX_FINDING_ALIASES),
+    })
+    for c in ("x", "y", "w", "h"):
+        out[c] = pd.to_numeric(raw[c], errors="raise").astype(float)
+    out["frame_width"] = FRAME
+    out["frame_height"] = FRAME
+    if images_only:
+        out = out[raw["image"].isin(images).to_numpy()]
+    return out.reset_index(drop=True)
