@@ -1,0 +1,263 @@
+"""Score heatmaps against ground truth: lesion masks (phantoms) and expert boxes (NIH).
+
+None of the papers' toolkits does this, so it is written here; the metrics use scikit-learn
+and SciPy where they exist.
+
+API (stable):
+
+- ``mass_inside(heatmap, mask) -> float``: fraction of the *positive* relevance inside the mask
+  (1.0 = all evidence on the lesion; the mask's area fraction is what a uniform map gets).
+- ``pointing_game(heatmap, mask, tolerance=0) -> bool``: is the heatmap's maximum inside the mask
+  (or within ``tolerance`` pixels of it)?
+- ``heatmap_auc(heatmap, mask) -> float``: ROC-AUC of the heatmap values as a pixel detector of
+  the mask (``sklearn.metrics.roc_auc_score``; 0.5 = chance).
+- ``box_mask(boxes, stored_shape, image_size, frame_shape=None) -> bool [H, W]``: rasterise
+  boxes ``(x, y, w, h)`` given in a frame (the NIH 1024x1024 frame, or the stored image) into
+  the model's input grid.
+- ``nih_box_masks(boxes, paths, stored_shapes, image_size)``: masks for the rows of
+  ``cxrlib.data.adapters.nih.load_boxes`` (several boxes of one image are merged per finding).
+- ``load_masks(df, root, image_size, resize_mode="pad") -> bool [N, H, W]``: phantom lesion
+  masks (``mask_path`` column) decoded and resized exactly like the images
+  (``cxrlib.data.pipeline.load_images``).
+- ``score_heatmaps(maps, masks, paths, method, classes=None, ...) -> DataFrame``: tidy table, one
+  row per image x metric: ``path, model, method, class, metric, value, mask_fraction``.
+- ``summarize_scores(scores) -> DataFrame``: mean, std, n (and the uniform-map baseline of
+  ``mass_inside``) per model, method, class and metric.
+
+Heatmaps are taken as given: signed LRP relevance or [0, 1] Grad-CAM maps; only the positive
+part counts as evidence for the explained class in ``mass_inside``. An all-zero map has no
+evidence: ``mass_inside`` and ``heatmap_auc`` are NaN for it and it counts as a pointing-game
+miss; ``score_heatmaps`` keeps such rows (value NaN) so ``summarize_scores`` reports how many.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+METRICS: tuple[str, ...] = ("mass_inside", "pointing_game", "auc")
+
+
+def _pair(heatmap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    mask = np.asarray(mask).astype(bool)
+    if heatmap.ndim == 3 and heatmap.shape[-1] == 1:
+        heatmap = heatmap[..., 0]
+    if mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if heatmap.shape != mask.shape:
+        raise ValueError(f"heatmap shape {heatmap.shape} differs from mask shape {mask.shape}")
+    if not np.isfinite(heatmap).all():
+        raise ValueError("heatmap contains NaN or infinite values")
+    return heatmap, mask
+
+
+def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of positive relevance inside ``mask`` (NaN for a map with no positive value).
+
+    Args:
+        heatmap: [H, W] relevance / CAM.
+        mask: [H, W] boolean region (lesion mask, box, border, text box).
+    """
+    heatmap, mask = _pair(heatmap, mask)
+    pos = np.clip(heatmap, 0.0, None)  # [H, W] positive evidence
+    total = pos.sum()
+    if total <= 0:
+        return float("nan")
+    return float(pos[mask].sum() / total)
+
+
+def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 0) -> bool:
+    """Hit when the heatmap maximum lies in the mask or within ``tolerance`` pixels of it.
+
+    Ties (several pixels at the maximum): a hit if any of them qualifies. A map with no positive
+    value (nothing to point at) is a miss; an empty mask is always a miss.
+
+    Args:
+        heatmap: [H, W].
+        mask: [H, W] boolean.
+        tolerance: distance in pixels (Euclidean, pixel centres) allowed outside the mask; the
+            original pointing game (Zhang et al. 2016) used 15 px at 224 px input.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    heatmap, mask = _pair(heatmap, mask)
+    if not mask.any() or heatmap.max() <= 0:
+        return False
+    peaks = heatmap == heatmap.max()  # [H, W]
+    if tolerance > 0:
+        dist = distance_transform_edt(~mask)  # [H, W] distance to the nearest mask pixel
+        return bool((dist[peaks] <= tolerance).any())
+    return bool(mask[peaks].any())
+
+
+def heatmap_auc(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """ROC-AUC of heatmap values separating mask pixels from the rest (NaN if undefined).
+
+    Args:
+        heatmap: [H, W].
+        mask: [H, W] boolean; AUC is undefined (NaN) when the mask is empty or covers the image,
+            or when the heatmap is constant.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    heatmap, mask = _pair(heatmap, mask)
+    if mask.all() or not mask.any() or np.ptp(heatmap) == 0:
+        return float("nan")
+    return float(roc_auc_score(mask.ravel(), heatmap.ravel()))
+
+
+def box_mask(boxes: Iterable[Sequence[float]], stored_shape: tuple[int, int], image_size: int | tuple[int, int],
+             frame_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Rasterise boxes into the model's input grid.
+
+    A pixel belongs to the box when its centre lies inside it. The stored image must be square
+    (NIH, phantoms) or have been resized without padding/cropping, so the transform to the input
+    grid is a pure scaling; non-square images are refused rather than silently misplaced.
+
+    Args:
+        boxes: ``(x, y, w, h)`` per box, in ``frame_shape`` pixels (x = column, y = row).
+        stored_shape: (height, width) of the image file.
+        image_size: model input size (int for square, or (height, width)).
+        frame_shape: (height, width) of the frame the boxes are given in (NIH: (1024, 1024));
+            None = the stored image itself (e.g. phantom ``text_box``).
+
+    Returns:
+        bool [H, W] mask (union of the boxes).
+    """
+    out_h, out_w = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    sh, sw = stored_shape
+    fh, fw = frame_shape if frame_shape is not None else stored_shape
+    if sh != sw and (out_h == out_w):
+        raise ValueError(f"stored image {stored_shape} is not square: box placement depends on the "
+                         "pad/crop geometry; resize it without padding first")
+    # frame -> stored image -> input grid: independent scalings of columns and rows
+    sx, sy = (sw / fw) * (out_w / sw), (sh / fh) * (out_h / sh)
+    rows = (np.arange(out_h) + 0.5)[:, None]  # [H, 1] pixel centres
+    cols = (np.arange(out_w) + 0.5)[None, :]  # [1, W]
+    mask = np.zeros((out_h, out_w), dtype=bool)
+    for x, y, w, h in boxes:
+        x0, y0, x1, y1 = x * sx, y * sy, (x + w) * sx, (y + h) * sy
+        mask |= (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
+    return mask
+
+
+def parse_box(text: str) -> tuple[float, float, float, float] | None:
+    """Parse a manifest ``text_box`` cell ``"x,y,w,h"`` (empty -> None).
+
+    Raises:
+        ValueError: the cell is not four numbers.
+    """
+    text = str(text).strip()
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError(f"text_box {text!r} is not 'x,y,w,h'")
+    return tuple(float(p) for p in parts)  # type: ignore[return-value]
+
+
+def nih_box_masks(boxes: pd.DataFrame, paths: Sequence[str], stored_shapes: Sequence[tuple[int, int]],
+                  image_size: int) -> dict[tuple[str, str], np.ndarray]:
+    """Masks of the NIH expert boxes for the given images, keyed by (path, finding).
+
+    Args:
+        boxes: ``cxrlib.data.adapters.nih.load_boxes(root)`` (path, finding, x, y, w, h,
+            frame_width, frame_height; coordinates in the 1024 frame).
+        paths: manifest paths of the images being scored (matched on the ``path`` column).
+        stored_shapes: (height, width) of each image file (256x256 in the shared sample).
+        image_size: model input size.
+    """
+    need = {"path", "finding", "x", "y", "w", "h"}
+    missing = need - set(boxes.columns)
+    if missing:
+        raise ValueError(f"box table lacks columns {sorted(missing)}")
+    shapes = dict(zip(paths, stored_shapes))
+    out: dict[tuple[str, str], np.ndarray] = {}
+    sel = boxes[boxes["path"].isin(shapes)]
+    for (path, finding), grp in sel.groupby(["path", "finding"], sort=False):
+        fw = float(grp["frame_width"].iloc[0]) if "frame_width" in grp else 1024.0
+        fh = float(grp["frame_height"].iloc[0]) if "frame_height" in grp else 1024.0
+        xywh = grp[["x", "y", "w", "h"]].astype(float).to_numpy()
+        out[(path, finding)] = box_mask(xywh, shapes[path], image_size, frame_shape=(fh, fw))
+    return out
+
+
+def load_masks(df: pd.DataFrame, root, image_size: int, resize_mode: str = "pad") -> np.ndarray:
+    """Phantom lesion masks resized exactly like the images, as bool [N, H, W].
+
+    Args:
+        df: manifest rows with a non-empty ``mask_path`` (relative to ``root``).
+        root: data root.
+        image_size: model input size.
+        resize_mode: the pipeline's ``'pad'`` or ``'crop'`` (same as used for the images).
+
+    Raises:
+        ValueError: naming the manifest rows without a mask.
+    """
+    from cxrlib.data.pipeline import load_images
+
+    if "mask_path" not in df.columns:
+        raise ValueError("manifest has no 'mask_path' column (phantom manifests do)")
+    empty = df.index[df["mask_path"].astype(str).str.strip() == ""].tolist()
+    if empty:
+        raise ValueError(f"{len(empty)} row(s) have an empty mask_path (rows {empty[:10]})")
+    as_images = df.assign(path=df["mask_path"])
+    arr = load_images(as_images, root, image_size, channels=1, backbone=None, resize_mode=resize_mode)
+    return np.asarray(arr)[..., 0] > 127.5  # [N, H, W] 0/255 mask -> bool (bilinear edges split at half)
+
+
+def score_heatmaps(maps: np.ndarray, masks: np.ndarray, paths: Sequence[str], method: str,
+                   classes: Sequence[str] | None = None, model: str = "", tolerance: float = 0,
+                   metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """Score a batch of heatmaps against their masks; tidy output, one row per image x metric.
+
+    Args:
+        maps: [N, H, W] heatmaps.
+        masks: [N, H, W] bool ground-truth regions.
+        paths: [N] image paths (manifest ``path``).
+        method: method name (``gradcam``, ``lrp.epsilon``, ...).
+        classes: [N] explained class (or ground-truth class) per image; '' when None.
+        model: model name recorded in the table.
+        tolerance: pointing-game tolerance in pixels.
+        metrics: subset of :data:`METRICS`.
+
+    Returns:
+        DataFrame[path, model, method, class, metric, value, mask_fraction]; ``mask_fraction`` is
+        the mask's area share, i.e. the ``mass_inside`` of a uniform map (the chance level).
+    """
+    maps, masks = np.asarray(maps), np.asarray(masks)
+    if len(maps) != len(masks) or len(maps) != len(paths):
+        raise ValueError(f"{len(maps)} maps, {len(masks)} masks and {len(paths)} paths differ in number")
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; expected some of {METRICS}")
+    classes = [""] * len(paths) if classes is None else list(classes)
+    funcs = {"mass_inside": mass_inside, "auc": heatmap_auc,
+             "pointing_game": lambda h, m: float(pointing_game(h, m, tolerance))}
+    rows = []
+    for heat, mask, path, cls in zip(maps, masks, paths, classes):
+        frac = float(np.asarray(mask, dtype=bool).mean())
+        for metric in metrics:
+            rows.append({"path": path, "model": model, "method": method, "class": cls,
+                         "metric": metric, "value": funcs[metric](heat, mask), "mask_fraction": frac})
+    return pd.DataFrame(rows, columns=["path", "model", "method", "class", "metric", "value", "mask_fraction"])
+
+
+def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and counts per model, method, class and metric.
+
+    ``n`` counts scored images, ``n_undefined`` those whose value is NaN (no positive evidence,
+    or undefined AUC): they are reported, never silently dropped. ``chance`` is the mean mask
+    fraction (uniform-map ``mass_inside``; for ``pointing_game`` the hit rate of a random point;
+    0.5 for ``auc``).
+    """
+    keys = ["model", "method", "class", "metric"]
+    g = scores.groupby(keys, sort=True, dropna=False)
+    out = g["value"].agg(mean="mean", std="std", n="size").reset_index()
+    out["n_undefined"] = g["value"].apply(lambda v: int(v.isna().sum())).to_numpy()
+    chance = g["mask_fraction"].mean().to_numpy()
+    out["chance"] = np.where(out["metric"] == "auc", 0.5, chance)
+    return out

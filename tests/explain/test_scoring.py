@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cxrlib.explain import scoring as S
+
+
+def test_mass_inside_counts_positive_relevance_only():
+    h = np.array([[4.0, -10.0], [1.0, 0.0]])  # positive mass 5, 4 of it at (0, 0)
+    m = np.array([[True, False], [False, False]])
+    assert S.mass_inside(h, m) == pytest.approx(0.8)
+    assert np.isnan(S.mass_inside(-np.ones((2, 2)), m))
+
+
+def test_pointing_game_with_tolerance():
+    h = np.zeros((10, 10))
+    h[0, 0] = 1.0
+    m = np.zeros((10, 10), bool)
+    m[3:6, 3:6] = True
+    assert not S.pointing_game(h, m)
+    assert not S.pointing_game(h, m, tolerance=4.0)  # distance from (0,0) to (3,3) is 4.24
+    assert S.pointing_game(h, m, tolerance=4.3)
+    h[4, 4] = 1.0  # tie: one peak inside
+    assert S.pointing_game(h, m)
+    assert not S.pointing_game(np.zeros((10, 10)), m)
+
+
+def test_auc_matches_sklearn_and_edge_cases():
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(16, 16))
+    m = rng.uniform(size=(16, 16)) > 0.7
+    assert S.heatmap_auc(h, m) == pytest.approx(roc_auc_score(m.ravel(), h.ravel()))
+    assert S.heatmap_auc(m.astype(float), m) == 1.0
+    assert np.isnan(S.heatmap_auc(h, np.zeros_like(m)))
+    with pytest.raises(ValueError, match="shape"):
+        S.heatmap_auc(h, m[:8])
+
+
+def test_box_mask_scales_from_1024_frame():
+    m = S.box_mask([(512, 256, 256, 128)], stored_shape=(256, 256), image_size=64, frame_shape=(1024, 1024))
+    rows, cols = np.nonzero(m)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (16, 23, 32, 47)
+    with pytest.raises(ValueError, match="not square"):
+        S.box_mask([(0, 0, 1, 1)], stored_shape=(200, 300), image_size=64)
+
+
+def test_nih_box_masks_merge_boxes_per_finding():
+    boxes = pd.DataFrame({"path": ["a.png", "a.png", "b.png"], "finding": ["Mass", "Mass", "Nodule"],
+                          "x": [0, 512, 0], "y": [0, 512, 0], "w": [256, 256, 1024], "h": [256, 256, 1024],
+                          "frame_width": [1024] * 3, "frame_height": [1024] * 3})
+    masks = S.nih_box_masks(boxes, ["a.png"], [(256, 256)], image_size=32)
+    assert list(masks) == [("a.png", "Mass")]
+    assert masks[("a.png", "Mass")].sum() == 2 * 8 * 8
+
+
+def test_score_and_summarize_tidy_table():
+    m = np.zeros((2, 8, 8), bool)
+    m[:, :4, :4] = True
+    maps = np.zeros((2, 8, 8))
+    maps[0, 1, 1] = 1.0  # on target
+    scores = S.score_heatmaps(maps, m, ["p0", "p1"], method="gradcam", classes=["covid19", "covid19"], model="m")
+    assert len(scores) == 6 and set(scores["metric"]) == set(S.METRICS)
+    p0 = scores[scores.path == "p0"].set_index("metric")["value"]
+    assert p0["mass_inside"] == 1.0 and p0["pointing_game"] == 1.0
+    summ = S.summarize_scores(scores).set_index("metric")
+    assert summ.loc["mass_inside", "n"] == 2 and summ.loc["mass_inside", "n_undefined"] == 1
+    assert summ.loc["mass_inside", "chance"] == pytest.approx(0.25)
+    assert summ.loc["pointing_game", "mean"] == pytest.approx(0.5)
+
+
+def test_parse_box():
+    assert S.parse_box("1,2,3,4") == (1, 2, 3, 4)
+    assert S.parse_box("") is None
+    with pytest.raises(ValueError, match="x,y,w,h"):
+        S.parse_box("1,2")
