@@ -1,0 +1,540 @@
+"""tf.data input pipeline: manifest rows -> (images, targets) batches for Keras.
+
+Order of the steps, and why::
+
+    paths --read+decode (TF in-graph; PIL fallback)--> channels --resize (pad|crop|stretch)-->
+      [cache: decoded, resized float32 0..255 images] --shuffle (seeded)-->
+      [augment (per-element stateless random ops)] --backbone preprocess_input-->
+      batch --prefetch(AUTOTUNE)
+
+* Decoding: PNG with ``tf.io.decode_png(dtype=tf.uint16)`` (8-bit PNGs come back x257, so
+  every PNG is scaled by 1/257 to float 0..255 and 16-bit images keep their precision;
+  ``tf.io.decode_image`` would squash them to 8 bits); JPEG with ``tf.io.decode_jpeg`` (L,
+  RGB, CMYK), using libjpeg's DCT-domain downscaling (``ratio`` 2/4/8) when the image is at
+  least twice as large as needed, which makes full-resolution JPEGs several times cheaper
+  and is an area-averaging downsample. Any other format PIL reads (BMP, GIF, TIFF, WebP;
+  chosen by magic bytes, not by extension) goes through ``tf.numpy_function`` +
+  :func:`cxrlib.data.images.decode_bytes`. Nothing is dropped: with ``check=True`` every
+  image is decoded once by :func:`cxrlib.data.images.scan_images` and the run stops with
+  the list of bad paths before the first batch.
+* Channels: alpha dropped (RGBA -> RGB, LA -> L; see :mod:`cxrlib.data.images`), gray ->
+  RGB by replication, RGB -> gray by ITU-R 601-2 luma.
+* Resize (antialiased bilinear): ``pad`` keeps the aspect ratio and pads with black
+  (``tf.image.resize_with_pad``); ``crop`` takes the largest centred crop of the target's
+  aspect ratio; ``stretch`` ignores the aspect ratio (what ``keras.utils.load_img(
+  target_size=...)`` does).
+* Cache: after decode/resize, before shuffle/augment/preprocess, so random augmentation is
+  fresh every epoch and one cache serves every backbone. On-disk caches are keyed by a
+  fingerprint of the files (path, size, mtime) and the geometry, so a stale cache is never
+  read for changed images or a different size.
+* Augmentation (training only, off by default): small rotation, shift, zoom, brightness and
+  contrast with stateless random ops seeded per element from ``seed`` (reproducible, and
+  different in every epoch). **Horizontal flip is off by default**: a chest radiograph is
+  not left-right symmetric (heart, aortic knob and gastric bubble on the left; situs
+  inversus/dextrocardia is itself a finding), and burnt-in L/R markers would be mirrored
+  into text that never occurs. Enable it only knowingly (``Augmentation(horizontal_flip=True)``).
+
+Memory: a memory cache holds N x H x W x C float32 values (e.g. 5,000 images at 224 px RGB
+= 3 GB); use an on-disk cache for larger sets. A full-size shuffle buffer after a cache
+holds the same again; cap it with ``shuffle_buffer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlib import runtime  # noqa: F401  (TF environment defaults before TF is imported)
+from cxrlib.data import images as cxr_images
+from cxrlib.data.manifest import ManifestError, Problem, line_of, split_findings
+
+import tensorflow as tf  # noqa: E402
+
+AUTOTUNE = tf.data.AUTOTUNE
+RESIZE_MODES = ("pad", "crop", "stretch")
+NO_FINDING = "No Finding"
+_CACHE_VERSION = "1"  # bump when the decode/resize output changes
+
+# backbone name -> keras.applications module whose preprocess_input it needs (None: x/255)
+BACKBONE_PREPROCESS: dict[str, str | None] = {
+    "densenet121": "densenet",  # 'torch' mode: /255, ImageNet mean/std
+    "densenet169": "densenet",
+    "densenet201": "densenet",
+    "compact_densenet": "densenet",
+    "vgg16": "vgg16",  # 'caffe' mode: RGB->BGR, ImageNet mean subtracted, 0..255 scale
+    "vgg19": "vgg19",
+    "resnet50": "resnet50",
+    "inception_v3": "inception_v3",  # 'tf' mode: -1..1
+    "xception": "xception",
+    "mobilenet_v2": "mobilenet_v2",
+    "plain_cnn": None,  # 0..1
+}
+
+
+# ----------------------------------------------------------------------------- preprocess
+def preprocess_for(backbone: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The input normalisation a backbone was trained with, as a function of images.
+
+    Args:
+        backbone: one of :data:`BACKBONE_PREPROCESS` (``densenet121``, ``densenet201``,
+            ``compact_densenet``, ``vgg16``, ``resnet50``, ``plain_cnn``, ...).
+
+    Returns:
+        ``f(x)`` for float32 ``[..., H, W, C]`` images in 0..255. For 1-channel images the
+        3-channel normalisation is applied to the replicated gray plane and averaged back
+        to one channel.
+    """
+    key = backbone.strip().lower()
+    if key not in BACKBONE_PREPROCESS:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(sorted(BACKBONE_PREPROCESS))}")
+    module = BACKBONE_PREPROCESS[key]
+    if module is None:
+        return lambda x: tf.cast(x, tf.float32) / 255.0
+    keras_fn = getattr(tf.keras.applications, module).preprocess_input
+
+    def preprocess(x: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(x, tf.float32)
+        if x.shape[-1] == 1:  # [..., H, W, 1] -> [..., H, W, 3] -> normalise -> mean
+            return tf.reduce_mean(keras_fn(tf.repeat(x, 3, axis=-1)), axis=-1, keepdims=True)
+        return keras_fn(x)
+
+    preprocess.__name__ = f"preprocess_{key}"
+    return preprocess
+
+
+# ----------------------------------------------------------------------------- targets
+def _manifest_name(df: pd.DataFrame) -> str:
+    return df.attrs.get("manifest_path", "manifest")
+
+
+def encode_targets(
+    df: pd.DataFrame, classes: Sequence[str], multi_label: bool = False, unknown: str = "error"
+) -> np.ndarray:
+    """Target matrix of a manifest: one-hot from ``label`` or multi-hot from ``findings``.
+
+    Args:
+        df: manifest table.
+        classes: class names in output-neuron order (e.g. ``task_classes("paper_a")``).
+        multi_label: multi-hot over ``classes`` from the ``|``-separated ``findings``
+            (``No Finding`` -> all zeros) instead of one-hot from ``label``.
+        unknown: multi-label only: a finding outside ``classes`` raises (``'error'``) or is
+            left out of the target (``'ignore'``).
+
+    Returns:
+        float32 ``[N, K]``.
+
+    Raises:
+        ManifestError: a label/finding outside ``classes`` or an empty label (single-label),
+            naming every offending CSV line.
+    """
+    classes = list(classes)
+    index = {c: k for k, c in enumerate(classes)}
+    y = np.zeros((len(df), len(classes)), dtype=np.float32)
+    problems: list[Problem] = []
+    if multi_label:
+        for i, cell in enumerate(df["findings"].tolist()):
+            for f in split_findings(cell):
+                if f in index:
+                    y[i, index[f]] = 1.0
+                elif f != NO_FINDING and unknown == "error":
+                    problems.append(Problem(line_of(i), "findings", f"finding {f!r} is not one of the {len(classes)} classes"))
+    else:
+        for i, lab in enumerate(df["label"].tolist()):
+            if lab in index:
+                y[i, index[lab]] = 1.0
+            else:
+                msg = "empty label" if lab == "" else f"label {lab!r} is not one of {classes}"
+                problems.append(Problem(line_of(i), "label", msg))
+    if problems:
+        raise ManifestError(_manifest_name(df), problems)
+    return y
+
+
+def class_weights(
+    df: pd.DataFrame, classes: Sequence[str], multi_label: bool = False
+) -> dict[int, float]:
+    """Class weights from a (training) split.
+
+    Single-label: scikit-learn's ``compute_class_weight('balanced')``,
+    ``n_samples / (K * count_k)``, for Keras ``fit(class_weight=...)``.
+    Multi-label: per-finding positive weights ``n_negative / n_positive`` (the ``w+`` of a
+    weighted binary cross-entropy, as in CheXNet); Keras ``class_weight`` does not apply
+    to multi-label outputs, so pass these to a weighted loss.
+
+    Args:
+        df: manifest rows of the training split.
+        classes: class names in output order.
+        multi_label: see above.
+
+    Raises:
+        ValueError: a class has no (positive) example, so no weight can be defined.
+    """
+    y = encode_targets(df, classes, multi_label=multi_label)
+    counts = y.sum(axis=0)
+    absent = [c for c, n in zip(classes, counts) if n == 0]
+    if absent:
+        raise ValueError(f"no training example of class(es) {absent} in {len(df)} rows; "
+                         "cannot weight a class that is absent")
+    if multi_label:
+        return {k: float((len(y) - n) / n) for k, n in enumerate(counts)}
+    from sklearn.utils.class_weight import compute_class_weight
+
+    ks = np.arange(len(classes))
+    w = compute_class_weight("balanced", classes=ks, y=y.argmax(axis=1))
+    return {int(k): float(v) for k, v in zip(ks, w)}
+
+
+# ----------------------------------------------------------------------------- decode + resize
+def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    h, w = image_size
+    return int(h), int(w)
+
+
+def _pil_fallback(path: np.ndarray) -> np.ndarray:
+    with open(path.decode() if isinstance(path, bytes) else str(path), "rb") as f:
+        return cxr_images.decode_bytes(f.read())
+
+
+def _decode_jpeg_scaled(data: tf.Tensor, min_side: int) -> tf.Tensor:
+    """Decode a JPEG with the largest DCT scaling (1, 2, 4, 8) that keeps >= 2*min_side px."""
+    hw = tf.io.extract_jpeg_shape(data)[:2]
+    short = tf.reduce_min(hw)
+    # ratio index: 0 -> 1, 1 -> 2, 2 -> 4, 3 -> 8
+    idx = tf.reduce_sum(tf.cast(short // tf.constant([2, 4, 8]) >= 2 * min_side, tf.int32))
+    branches = [lambda r=r: tf.io.decode_jpeg(data, channels=0, ratio=r) for r in (1, 2, 4, 8)]
+    return tf.switch_case(idx, branches)
+
+
+def decode_image(path: tf.Tensor, decoder: tf.Tensor, min_side: int = 0) -> tf.Tensor:
+    """Decode one file in-graph to float32 ``[H, W, C]`` in 0..255, native channels (1..4).
+
+    Args:
+        path: scalar string tensor, the file.
+        decoder: scalar int tensor, ``images.DECODER_PNG|JPEG|PIL`` (see
+            :func:`cxrlib.data.images.probe_decoders`).
+        min_side: the smallest side the caller will resize to (enables JPEG DCT scaling;
+            0 decodes at full resolution).
+    """
+
+    def png():  # 8-bit PNGs come back x257, so /257 is exact for them
+        x = tf.io.decode_png(tf.io.read_file(path), channels=0, dtype=tf.uint16)
+        return tf.cast(x, tf.float32) / 257.0
+
+    def jpeg():
+        data = tf.io.read_file(path)
+        x = _decode_jpeg_scaled(data, min_side) if min_side > 0 else tf.io.decode_jpeg(data, channels=0)
+        return tf.cast(x, tf.float32)
+
+    def pil():
+        return tf.numpy_function(_pil_fallback, [path], tf.float32, stateful=False)
+
+    x = tf.switch_case(tf.cast(decoder, tf.int32), [png, jpeg, pil])
+    x.set_shape([None, None, None])
+    return x
+
+
+def convert_channels(x: tf.Tensor, channels: int) -> tf.Tensor:
+    """``[H, W, C0]`` (C0 in 1..4) -> ``[H, W, channels]``: drop alpha, gray<->RGB.
+
+    Args:
+        x: float image.
+        channels: 1 or 3.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    c0 = tf.shape(x)[-1]
+    n_color = tf.where(c0 >= 3, 3, 1)
+    x = x[..., :n_color]  # drop alpha: RGBA -> RGB, LA -> L
+    if channels == 3:
+        x = tf.cond(n_color == 1, lambda: tf.repeat(x, 3, axis=-1), lambda: x)
+    else:
+        x = tf.cond(n_color == 3, lambda: tf.image.rgb_to_grayscale(x), lambda: x)
+    x.set_shape([None, None, channels])
+    return x
+
+
+def resize_image(x: tf.Tensor, image_size: int | Sequence[int], resize_mode: str = "pad") -> tf.Tensor:
+    """Resize ``[H, W, C]`` to ``image_size`` with antialiased bilinear interpolation.
+
+    Args:
+        x: float image.
+        image_size: output side (square) or ``(height, width)``.
+        resize_mode: ``pad`` (keep aspect, black borders), ``crop`` (centred crop to the
+            target aspect) or ``stretch``.
+    """
+    th, tw = _size_hw(image_size)
+    if resize_mode == "pad":
+        y = tf.image.resize_with_pad(x, th, tw, antialias=True)
+    elif resize_mode == "crop":
+        h, w = tf.shape(x)[0], tf.shape(x)[1]
+        # largest centred crop with aspect tw/th: [ch, cw]
+        ch = tf.minimum(h, tf.cast(tf.round(tf.cast(w, tf.float32) * th / tw), tf.int32))
+        cw = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * tw / th), tf.int32))
+        x = tf.image.crop_to_bounding_box(x, (h - ch) // 2, (w - cw) // 2, ch, cw)
+        y = tf.image.resize(x, [th, tw], antialias=True)
+    elif resize_mode == "stretch":
+        y = tf.image.resize(x, [th, tw], antialias=True)
+    else:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    return tf.clip_by_value(y, 0.0, 255.0)
+
+
+def load_resized(path, decoder, image_size, channels: int = 3, resize_mode: str = "pad") -> tf.Tensor:
+    """Decode + channel conversion + resize of one file: float32 ``[H, W, C]`` in 0..255.
+
+    This is the single decode/resize path shared by :func:`make_dataset` and
+    :func:`load_images` (so heatmaps see exactly what the model sees).
+    """
+    th, tw = _size_hw(image_size)
+    x = decode_image(path, decoder, min_side=max(th, tw))
+    x = convert_channels(x, channels)
+    return resize_image(x, (th, tw), resize_mode)
+
+
+# ----------------------------------------------------------------------------- augmentation
+@dataclass(frozen=True)
+class Augmentation:
+    """Random training augmentation, applied to 0..255 images before ``preprocess_input``.
+
+    Attributes:
+        rotation: maximum rotation in degrees (uniform in +-rotation).
+        shift: maximum shift as a fraction of height/width.
+        zoom: maximum zoom as a fraction (scale uniform in 1 +- zoom).
+        brightness: maximum brightness change as a fraction of 255.
+        contrast: contrast factor uniform in 1 +- contrast.
+        horizontal_flip: random left-right flip; off by default because chest anatomy
+            is not mirror symmetric and L/R markers would be mirrored (module docstring).
+    """
+
+    rotation: float = 10.0
+    shift: float = 0.05
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+    horizontal_flip: bool = False
+
+
+def _augmentation(augment) -> Augmentation | None:
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return Augmentation()
+    if isinstance(augment, Augmentation):
+        return augment
+    if isinstance(augment, dict):
+        return Augmentation(**augment)
+    raise TypeError(f"augment must be bool, dict or Augmentation, got {type(augment).__name__}")
+
+
+def _affine_transform(angle, scale, tx, ty, h: int, w: int) -> tf.Tensor:
+    """Projective-transform vector (output -> input pixel) of rotate/zoom/shift about the centre.
+
+    Forward map: out = scale * R(angle) (in - c) + c + t, so in = R(-angle) (out - c - t) / scale + c.
+    """
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a0, a1, b0, b1 = cos, sin, -sin, cos
+    ox, oy = cx + tx, cy + ty
+    a2 = cx - (a0 * ox + a1 * oy)
+    b2 = cy - (b0 * ox + b1 * oy)
+    zero = tf.zeros_like(a0)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero])  # [8]
+
+
+def augment_image(x: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """Apply :class:`Augmentation` to one float ``[H, W, C]`` 0..255 image.
+
+    Args:
+        x: image with static height and width.
+        seed: int ``[2]`` stateless seed for this element.
+        aug: the augmentation ranges.
+    """
+    h, w = int(x.shape[0]), int(x.shape[1])
+    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    u = lambda i, lo, hi, shape=(): tf.random.stateless_uniform(shape, s[i], lo, hi)  # noqa: E731
+    angle = u(0, -aug.rotation, aug.rotation) * (math.pi / 180.0)
+    scale = u(1, 1.0 - aug.zoom, 1.0 + aug.zoom)
+    shift = u(2, -aug.shift, aug.shift, (2,)) * tf.constant([w, h], tf.float32)
+    t = _affine_transform(angle, scale, shift[0], shift[1], h, w)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x[None], transforms=t[None], output_shape=tf.constant([h, w]),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )[0]  # [H, W, C], black outside the source like the pad borders
+    if aug.brightness:
+        x = x + u(3, -aug.brightness, aug.brightness) * 255.0
+    if aug.contrast:
+        x = tf.image.stateless_random_contrast(x, 1.0 - aug.contrast, 1.0 + aug.contrast, s[4])
+    if aug.horizontal_flip:
+        x = tf.image.stateless_random_flip_left_right(x, s[5])
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+# ----------------------------------------------------------------------------- datasets
+def _file_list(df: pd.DataFrame, root, check: bool) -> tuple[list[str], list[int]]:
+    """Absolute paths and decoder routes; with ``check`` decode everything first."""
+    if "path" not in df.columns:
+        raise ManifestError(_manifest_name(df), [Problem(1, "path", "required column is missing")])
+    root = Path(root)
+    paths = [str(root / p) for p in df["path"].tolist()]
+    if check:
+        report = cxr_images.scan_images(df, root).raise_if_bad()
+        return paths, report.decoders
+    return paths, cxr_images.probe_decoders(paths)
+
+
+def _cache_file(cache, paths: Sequence[str], decoders: Sequence[int], geometry: dict) -> str:
+    """On-disk cache prefix keyed by the files (path, size, mtime) and the geometry."""
+    h = hashlib.sha1(f"{_CACHE_VERSION}|{sorted(geometry.items())}".encode())
+    for p, d in zip(paths, decoders):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}|{d}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"images-{h.hexdigest()[:16]}")
+
+
+def _image_dataset(paths, decoders, image_size, channels, resize_mode) -> tf.data.Dataset:
+    """Dataset of float32 ``[H, W, C]`` 0..255 images, in ``paths`` order."""
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(decoders, np.int32)))
+    return ds.map(
+        lambda p, d: load_resized(p, d, image_size, channels, resize_mode),
+        num_parallel_calls=AUTOTUNE, deterministic=True,
+    )
+
+
+def make_dataset(
+    df: pd.DataFrame,
+    root: str | os.PathLike,
+    classes: Sequence[str],
+    image_size: int | Sequence[int] = 64,
+    channels: int = 3,
+    backbone: str | None = "compact_densenet",
+    multi_label: bool = False,
+    batch_size: int = 16,
+    shuffle: bool = False,
+    augment: bool | dict | Augmentation = False,
+    cache: str | os.PathLike | None = None,
+    resize_mode: str = "pad",
+    seed: int = 0,
+    check: bool = True,
+    shuffle_buffer: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of ``(images, targets)`` for a manifest.
+
+    Args:
+        df: manifest rows (e.g. one split).
+        root: data root the ``path`` column is relative to.
+        classes: output classes in order (``task_classes(task)``).
+        image_size: output side in pixels, or ``(height, width)``.
+        channels: 3 (RGB, for ImageNet backbones) or 1.
+        backbone: which ``preprocess_input`` to apply (:func:`preprocess_for`); None keeps
+            raw 0..255 floats.
+        multi_label: multi-hot targets over ``classes`` from ``findings`` (sigmoid heads)
+            instead of one-hot from ``label`` (softmax heads).
+        batch_size: batch size.
+        shuffle: reshuffle every epoch (order reproducible from ``seed``).
+        augment: False, True (default :class:`Augmentation`), a dict of its fields or one.
+        cache: None, ``'memory'``, or a folder for an on-disk cache (files named by a
+            fingerprint of the images and geometry; reused by later runs).
+        resize_mode: ``pad``, ``crop`` or ``stretch`` (:func:`resize_image`).
+        seed: seed of the shuffle order and of the augmentation.
+        check: decode every image first (:func:`cxrlib.data.images.scan_images`) and raise
+            :class:`cxrlib.data.images.BadImageError` naming the bad paths.
+        shuffle_buffer: cap of the shuffle buffer when caching (default: whole dataset).
+        drop_remainder: drop the last incomplete batch.
+
+    Returns:
+        dataset of ``images`` float32 ``[B, H, W, C]`` and ``targets`` float32 ``[B, K]``.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    if len(df) == 0:
+        raise ValueError(f"{_manifest_name(df)}: no rows to build a dataset from")
+    targets = encode_targets(df, classes, multi_label=multi_label)  # [N, K]; raises first
+    preprocess = preprocess_for(backbone) if backbone else None
+    aug = _augmentation(augment)
+    paths, decoders = _file_list(df, root, check)
+    n = len(paths)
+
+    if cache is None and shuffle:
+        # shuffle file names (cheap, full buffer) before decoding
+        order_ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(decoders, np.int32), targets))
+        order_ds = order_ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = order_ds.map(
+            lambda p, d, y: (load_resized(p, d, image_size, channels, resize_mode), y),
+            num_parallel_calls=AUTOTUNE, deterministic=True,
+        )
+    else:
+        ds = _image_dataset(paths, decoders, image_size, channels, resize_mode)
+        if cache == "memory":
+            ds = ds.cache()
+        elif cache is not None:
+            geometry = dict(size=_size_hw(image_size), channels=channels, resize_mode=resize_mode)
+            ds = ds.cache(_cache_file(cache, paths, decoders, geometry))
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(targets)))
+        if shuffle:
+            ds = ds.shuffle(min(n, shuffle_buffer or n), seed=seed, reshuffle_each_iteration=True)
+
+    if aug is not None:
+        # one stateless seed pair per element, new pairs every epoch, reproducible from seed
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (augment_image(xy[0], s, aug), xy[1]),
+            num_parallel_calls=AUTOTUNE, deterministic=True,
+        )
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if preprocess is not None:
+        ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def load_images(
+    df: pd.DataFrame,
+    root: str | os.PathLike,
+    image_size: int | Sequence[int],
+    channels: int = 3,
+    backbone: str | None = None,
+    resize_mode: str = "pad",
+    check: bool = True,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Images of a manifest as one NumPy array, decoded/resized exactly like :func:`make_dataset`.
+
+    Args:
+        df: manifest rows.
+        root: data root.
+        image_size: output side or ``(height, width)``.
+        channels: 1 or 3.
+        backbone: apply its ``preprocess_input``; None returns raw float 0..255 (display).
+        resize_mode: ``pad``, ``crop`` or ``stretch``.
+        check: scan for bad images first (raises naming them).
+        batch_size: decode batch size (memory only; no effect on values).
+
+    Returns:
+        float32 ``[N, H, W, C]``.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    th, tw = _size_hw(image_size)
+    if len(df) == 0:
+        return np.zeros((0, th, tw, channels), np.float32)
+    preprocess = preprocess_for(backbone) if backbone else None
+    paths, decoders = _file_list(df, root, check)
+    ds = _image_dataset(paths, decoders, image_size, channels, resize_mode).batch(batch_size)
+    if preprocess is not None:
+        ds = ds.map(preprocess)
+    return np.concatenate([b.numpy() for b in ds], axis=0).astype(np.float32)
+
