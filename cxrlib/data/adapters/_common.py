@@ -58,8 +58,7 @@ def finish(
     skips: Skips,
     vocabulary: str | None,
     task: str | None,
-    notes: Iterable[str] = (),
-) -> AdapterResult:
+    notes: Iterable[str] = ()) -> AdapterResult:
     """Build the AdapterResult: map findings to ``task`` (rows not in the task become skips).
 
     Args:
@@ -83,16 +82,15 @@ def finish(
             row["label"] = decision.label
             reason = decision.reason
         else:
-            reason = "" if row["label"] else f"not in {task}"
+            reason = "" if row["label"] else row.get("_reason", f"not in {task}")
         if row["label"]:
             kept.append(row)
         else:
             skips.add(reason, row.pop("_source_row", ""), row["path"], row["findings"])
     for row in kept:
         row.pop("_source_row", None)
+        row.pop("_reason", None)
     manifest = new_manifest(kept) if kept else new_manifest([]).iloc[0:0]
-    if "_source_row" in manifest.columns:
-        manifest = manifest.drop(columns="_source_row")
     return AdapterResult(manifest.reset_index(drop=True), skips.frame(), list(notes))
 
 
@@ -149,3 +147,22 @@ def source_row(i: int) -> int:
 def patient(source: str, pid: str) -> str:
     """Patient id unique across sources: ``<source>:<published id>``."""
     return f"{source}:{str(pid).strip()}"
+
+
+def parse_mapping(value: dict | str | None) -> dict[str, str]:
+    """A ``{key: value}`` option given as a dict or as ``"a:x,b:y"`` (command-line form).
+
+    Raises:
+        ValueError: an item of the string form has no ``:``.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out = {}
+    for item in str(value).split(","):
+        if ":" not in item:
+            raise ValueError(f"mapping item {item!r} is not of the form key:value")
+        key, val = item.split(":", 1)
+        out[key.strip()] = val.strip()
+    return out

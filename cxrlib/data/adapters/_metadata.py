@@ -34,7 +34,8 @@ def metadata_rows(
 
     Checks, in this order (the first failing one is the skip reason): modality is X-ray
     (when the column exists), view is frontal, finding is not empty and not dropped by
-    ``label_map.csv`` (``todo``), the image file exists.
+    ``label_map.csv`` (``todo``), the image file exists, the image was not listed on an
+    earlier row (the Cohen table lists a few images twice, under two patient ids).
 
     Args:
         df: the metadata table (strings).
@@ -46,8 +47,10 @@ def metadata_rows(
         allow_blank_view: keep rows whose view is empty.
         file_column: column naming the image in skip reports.
     """
-    allowed = None if views is None else {v.casefold() for v in views}
-    rows = []
+    if isinstance(views, str):  # command-line form "PA,AP"
+        views = [v for v in views.split(",") if v.strip()]
+    allowed = None if views is None else {v.strip().casefold() for v in views}
+    rows, seen = [], {}
     for i, rec in enumerate(df.to_dict("records")):
         finding = rec.get("finding", "").strip()
         findings = "|".join(split_finding_text(finding))
@@ -75,6 +78,10 @@ def metadata_rows(
         if path is None:
             skips.add("image file not found", line, name, findings)
             continue
+        if path in seen:  # upstream lists some images twice, under two patient ids
+            skips.add("image already listed on an earlier row", line, name, findings)
+            continue
+        seen[path] = line
         rows.append(dict(path=path, patient_id=patient(source, rec["patientid"]), source=source, view=view,
                          findings=findings, age=rec.get("age", "").strip(), sex=rec.get("sex", "").strip(),
                          _source_row=line))

@@ -21,8 +21,7 @@ from cxrlib.data.adapters._metadata import FRONTAL_VIEWS, metadata_rows
 SOURCE = "actualmed"
 
 
-def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "utf-8",
-                   **_ignored) -> AdapterResult:
+def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "utf-8") -> AdapterResult:
     """Manifest of the Actualmed COVID-19 collection.
 
     Args:

@@ -26,8 +26,7 @@ from cxrlib.data.adapters._metadata import FRONTAL_VIEWS, metadata_rows
 SOURCE = "covid-chestxray"
 
 
-def build_manifest(root, task=None, views=FRONTAL_VIEWS, metadata: str = "metadata.csv",
-                   **_ignored) -> AdapterResult:
+def build_manifest(root, task=None, views=FRONTAL_VIEWS, metadata: str = "metadata.csv") -> AdapterResult:
     """Manifest of the Cohen COVID-19 image data collection.
 
     Args:

@@ -25,8 +25,7 @@ from cxrlib.data.adapters._metadata import FRONTAL_VIEWS, metadata_rows
 SOURCE = "figure1"
 
 
-def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "latin-1",
-                   **_ignored) -> AdapterResult:
+def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "latin-1") -> AdapterResult:
     """Manifest of the Figure 1 COVID-19 collection.
 
     Args:

@@ -58,8 +58,7 @@ def _official_split(root: Path) -> dict[str, str]:
     return split
 
 
-def build_manifest(root, task=None, data_entry: str | None = None, official_split: bool = True,
-                   **_ignored) -> AdapterResult:
+def build_manifest(root, task=None, data_entry: str | None = None, official_split: bool = True) -> AdapterResult:
     """Manifest of NIH ChestX-ray14 from its published files.
 
     ``findings`` is the published ``Finding Labels`` cell; with a single-label task the

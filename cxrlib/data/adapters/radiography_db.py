@@ -1,0 +1,94 @@
+"""COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), Kaggle.
+
+Dataset: https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database
+(M.E.H. Chowdhury et al., "Can AI help in screening Viral and COVID-19 pneumonia?",
+IEEE Access 2020).
+
+Published layouts (both accepted; the class folders may sit one level down, as in the zip)::
+
+    root/COVID/images/COVID-1.png ...  root/COVID/masks/...   (2021+: masks are ignored)
+    root/Normal/images/...  root/Viral Pneumonia/images/...  root/Lung_Opacity/images/...
+    root/COVID.metadata.xlsx ...       (FILE NAME, FORMAT, SIZE, URL of the original source)
+
+    root/COVID-19/COVID-19 (1).png ... root/NORMAL/... root/Viral Pneumonia/...   (2020)
+
+No patient ids are published: ``patient_id`` is the file stem, so several images of one
+patient may land in different splits (leakage cannot be ruled out; a note says so). The
+metadata spreadsheets, read with pandas when ``openpyxl`` is installed, add an
+``origin_url`` column (the collection each image was taken from; many COVID images come
+from the Cohen collection, so deduplicate when merging).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlib.data.adapters._common import AdapterResult, Skips, finish, index_images, patient
+
+SOURCE = "radiography-db"
+CLASS_FOLDERS = ("COVID", "COVID-19", "Normal", "NORMAL", "Viral Pneumonia", "Lung_Opacity")
+
+
+def _dataset_dir(root: Path) -> Path:
+    """``root`` or its single child folder holding the class folders."""
+    def has_classes(d: Path) -> bool:
+        return any((d / c).is_dir() for c in CLASS_FOLDERS)
+    if has_classes(root):
+        return root
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        if has_classes(child):
+            return child
+    raise FileNotFoundError(f"{root}: no class folder ({', '.join(CLASS_FOLDERS)}) found")
+
+
+def _origin_urls(folder: Path, notes: list[str]) -> dict[str, str]:
+    """File stem -> URL from the ``*.m?tadata.xlsx`` spreadsheets (upstream spells one 'matadata')."""
+    sheets = sorted(folder.glob("*.m?tadata.xlsx"))
+    if not sheets:
+        return {}
+    if importlib.util.find_spec("openpyxl") is None:
+        notes.append(f"openpyxl is not installed: {len(sheets)} metadata spreadsheet(s) not read "
+                     "(origin_url left empty); `pip install openpyxl` to read them")
+        return {}
+    urls: dict[str, str] = {}
+    for sheet in sheets:
+        table = pd.read_excel(sheet, dtype=str).fillna("")
+        table.columns = [str(c).strip().upper() for c in table.columns]
+        if "FILE NAME" not in table.columns or "URL" not in table.columns:
+            notes.append(f"{sheet.name}: no 'FILE NAME'/'URL' columns; not used")
+            continue
+        for name, url in zip(table["FILE NAME"], table["URL"]):
+            urls[Path(str(name).strip()).stem.casefold()] = str(url).strip()
+    return urls
+
+
+def build_manifest(root, task=None) -> AdapterResult:
+    """Manifest of the Kaggle COVID-19 Radiography Database.
+
+    ``findings`` is the class folder name (``COVID``, ``Normal``, ``Viral Pneumonia``,
+    ``Lung_Opacity``), mapped to tasks by ``label_map.csv``.
+
+    Args:
+        root: the unzipped dataset (class folders directly below or one level down).
+        task: None (findings only) or a single-label task.
+    """
+    root = Path(root)
+    data = _dataset_dir(root)
+    notes = ["radiography-db publishes no patient ids: patient_id = file stem, so images of one "
+             "patient may cross splits (leakage cannot be ruled out)"]
+    urls = _origin_urls(data, notes)
+    skips, rows = Skips(), []
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        images_dir = folder / "images" if (folder / "images").is_dir() else folder
+        found = index_images(images_dir, root, recursive=False)
+        for name in sorted(found):
+            stem = Path(name).stem
+            row = dict(path=found[name], patient_id=patient(SOURCE, stem), source=SOURCE, view="",
+                       findings=folder.name, _source_row="")
+            if urls:
+                row["origin_url"] = urls.get(stem.casefold(), "")
+            rows.append(row)
+    return finish(rows, skips, "radiography-db", task, notes)
