@@ -1,0 +1,104 @@
+"""``cxr run`` and ``cxr demo``: execute experiments' notebooks and write their HTML reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEMO_EXPERIMENTS: tuple[str, ...] = ("paper_a", "paper_b")
+
+
+def resolve_experiment(name_or_path: str) -> Path:
+    """A YAML path, or a bare name (``paper_a``) looked up in ``notebooks/experiments/``."""
+    from cxrlib.report.runner import EXPERIMENTS_DIR
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = EXPERIMENTS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"experiment {name_or_path!r} not found (a YAML path or one of: {known})")
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. transfer.epochs=3)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _run_one(experiment: str, args: argparse.Namespace) -> int:
+    from cxrlib.report.config import ConfigError
+    from cxrlib.report.runner import RunFailed, run_experiment
+
+    try:
+        result = run_experiment(
+            resolve_experiment(experiment), out=args.out, data_root=getattr(args, "data", None),
+            smoke=args.smoke, force=args.force, run_id=getattr(args, "run_id", None),
+            overrides=_parse_sets(getattr(args, "set", None)), only=getattr(args, "only", None),
+        )
+    except RunFailed as exc:
+        print(f"\nRUN FAILED: {exc}\nreport: {exc.run_dir / 'index.html'}", file=sys.stderr)
+        return 1
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"cxr run: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.index)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_one(args.experiment, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    for name in DEMO_EXPERIMENTS:
+        code = _run_one(name, args)
+        if code:
+            return code
+    print(f"cxr demo: both papers' experiments done in {time.monotonic() - t0:.0f} s; "
+          f"reports under {Path(args.out).resolve()}", file=sys.stderr)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="reports", help="reports root (default: reports)")
+    p.add_argument("--smoke", action="store_true",
+                   help="CI-sized run: apply the config's `smoke:` overrides (tiny data, 1 epoch, 2 folds)")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run and execute every stage (default: resume the run of the same config)")
+
+
+def register(subparsers) -> None:
+    """Add ``run`` and ``demo`` to the ``cxr`` command."""
+    p = subparsers.add_parser(
+        "run", help="execute an experiment's notebooks (papermill) and write its HTML report",
+        description="Execute the experiment's notebooks in dependency order (one executed notebook "
+                    "per strategy and fold), render them to HTML and write "
+                    "OUT/<experiment>/<run>/index.html. A rerun of the same config resumes its run, "
+                    "skipping stages whose outputs exist.")
+    p.add_argument("experiment", help="experiment YAML, or a name in notebooks/experiments/ (paper_a, paper_b, "
+                                      "paper_a_real, paper_b_real)")
+    p.add_argument("--data", metavar="ROOT", help="root folder of the public datasets (real-data configs)")
+    _common(p)
+    p.add_argument("--run-id", help="resume or create this run id (never overwrites another config's run)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set transfer.epochs=3 (repeatable)")
+    p.add_argument("--only", action="append", metavar="STAGE",
+                   help="run only stages whose id starts with STAGE (and their dependencies); repeatable")
+    p.set_defaults(func=cmd_run)
+
+    d = subparsers.add_parser(
+        "demo", help="run both papers' experiments on the embedded phantom data (what `make demo` does)",
+        description="Runs notebooks/experiments/paper_a.yaml and paper_b.yaml on generated phantom "
+                    "radiographs and writes their HTML reports.")
+    _common(d)
+    d.set_defaults(func=cmd_demo)

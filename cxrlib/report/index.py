@@ -1,0 +1,211 @@
+"""The run's report page ``reports/<experiment>/<run>/index.html``.
+
+It only reads what the run wrote: ``run.json`` (stages, status, timings), ``config.yaml``,
+``results/*.csv`` (see :mod:`cxrlib.report.results`) and each stage's ``figures.csv``.
+Every number printed in a table carries its exact value in a ``data-value`` attribute, so a
+test can check the page against the CSVs. Links and images are relative (the folder can be
+moved or zipped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from cxrlib.report.notebook import read_figures
+from cxrlib.report.results import format_mean_std, format_value, read_results
+
+# Columns of summary.csv shown in the strategy table, in this order when present.
+SUMMARY_METRICS: tuple[str, ...] = (
+    "accuracy", "macro_f1", "weighted_f1", "roc_auc_macro", "covid19_sensitivity",
+    "covid19_specificity",
+)
+
+TEMPLATE = jinja2.Template("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }} – run {{ run_id }}</title>
+<style>
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:.1em .5em;border-radius:.4em;font-size:.85em;font-weight:600}
+.complete,.done{background:#d8f3dc;color:#1b4332} .failed{background:#ffd6d6;color:#7a0000}
+.running,.partial,.pending{background:#fff3c4;color:#6b4f00} .skipped{background:#e7ecf5;color:#243b63}
+.diff{background:#ffe8cc;color:#7a3e00} .same{background:#d8f3dc;color:#1b4332}
+.meta{color:#555;font-size:.9em} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1em}
+figure{margin:0;border:1px solid #e3e3e3;padding:.5em;background:#fff} figure img{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#444;margin-top:.3em}
+.error{border:2px solid #c00;background:#fff5f5;padding:.6em 1em}
+</style></head>
+<body>
+<h1>{{ title }}</h1>
+<p class="meta">experiment <b>{{ experiment }}</b> · run <b>{{ run_id }}</b> ·
+status <span class="badge {{ status }}" id="run-status">{{ status }}</span> ·
+config hash <code>{{ config_hash }}</code>{% if smoke %} · <span class="badge partial">smoke-sized</span>{% endif %} ·
+created {{ created }} · data: {{ data_text }}</p>
+{% if paper_citation %}<p class="meta">Reproduces: {{ paper_citation }}{% if paper_url %} (<a href="{{ paper_url }}">{{ paper_url }}</a>){% endif %}</p>{% endif %}
+
+{% if failure %}<div class="error" id="failure"><b>Stage {{ failure.stage }} failed.</b>
+The partially executed notebook is kept: <a href="{{ failure.html }}">{{ failure.html }}</a>
+<pre>{{ failure.error }}</pre></div>{% endif %}
+
+<h2>Published figures vs this run</h2>
+{% if comparison %}
+<table id="paper-comparison"><tr><th>paper</th><th>claim</th><th>protocol</th><th>metric</th>
+<th>published</th><th>strategy here</th><th>this run</th><th>folds / sets</th><th>data</th></tr>
+{% for r in comparison %}<tr>
+<td>{{ r.paper }}</td><td>{{ r.claim }}</td><td>{{ r.protocol }}</td><td>{{ r.metric }}</td>
+<td class="num" data-col="published" data-value="{{ r.published }}" data-std="{{ r.published_std }}">{{ r.published_text }}</td>
+<td>{{ r.strategy }}</td>
+<td class="num" data-col="this_run" data-value="{{ r.this_run }}" data-std="{{ r.this_run_std }}">{{ r.this_run_text }}</td>
+<td class="num">{{ r.n }}</td>
+<td>{% if r.same_data %}<span class="badge same">same data as the paper</span>{% else %}<span class="badge diff">different data</span>{% endif %}
+{{ r.data }}{% if r.note %}<br><i>{{ r.note }}</i>{% endif %}</td></tr>
+{% endfor %}</table>
+<p class="meta">Published figures are the papers' own, measured on their data; a number from different data
+is not a replication of that figure, only of the method.</p>
+{% else %}<p>No comparison yet (the summary notebook has not run).</p>{% endif %}
+
+<h2>Strategies on this run</h2>
+{% if summary_rows %}
+<table id="strategy-summary"><tr><th>strategy</th>{% for m in summary_metrics %}<th>{{ m }}</th>{% endfor %}<th>n</th></tr>
+{% for row in summary_rows %}<tr><td>{{ row.strategy }}</td>
+{% for c in row.cells %}<td class="num" data-metric="{{ c.metric }}" data-value="{{ c.mean }}" data-std="{{ c.std }}">{{ c.text }}</td>{% endfor %}
+<td class="num">{{ row.n }}</td></tr>{% endfor %}</table>
+<p class="meta">mean ± sample standard deviation over folds (hold-out: one test set, no std).
+Full tables: {% for name in result_files %}<a href="results/{{ name }}">results/{{ name }}</a> {% endfor %}</p>
+{% else %}<p>No results yet.</p>{% endif %}
+
+<h2>Key figures</h2>
+{% if figures %}<div class="figs">
+{% for f in figures %}<figure><a href="{{ f.link }}"><img src="{{ f.src }}" alt="{{ f.caption }}"></a>
+<figcaption>{{ f.caption }} <span class="meta">({{ f.stage }})</span></figcaption></figure>
+{% endfor %}</div>{% else %}<p>No figures yet.</p>{% endif %}
+
+<h2>Notebooks</h2>
+<table id="notebooks"><tr><th>#</th><th>stage</th><th>what it does</th><th>status</th><th>seconds</th><th>rendered</th><th>executed notebook</th></tr>
+{% for s in stages %}<tr><td>{{ loop.index }}</td><td>{{ s.id }}</td><td>{{ s.label }}</td>
+<td><span class="badge {{ s.status }}">{{ s.status }}</span></td><td class="num">{{ s.seconds }}</td>
+<td>{% if s.html %}<a href="{{ s.html }}">HTML</a>{% endif %}</td><td>{% if s.ipynb %}<a href="{{ s.ipynb }}">.ipynb</a>{% endif %}</td></tr>
+{% endfor %}</table>
+
+<h2>Configuration</h2>
+<details><summary>resolved config (<a href="config.yaml">config.yaml</a>)</summary><pre>{{ config_text }}</pre></details>
+<p class="meta">Written by cxrlib {{ version }} · <code>cxr run {{ config_file }}</code></p>
+</body></html>
+""", autoescape=True)
+
+
+def _num(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(f) else repr(f)
+
+
+def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    records = info.get("stages", {})
+    for sid in info.get("plan", list(records)):
+        rec = records.get(sid, {})
+        html_rel, nb_rel = f"notebooks/{sid}.html", f"notebooks/{sid}.ipynb"
+        status = rec.get("status", "pending")
+        if rec.get("skipped_at") and status == "done":
+            status = "done"
+        rows.append({
+            "id": sid, "label": rec.get("label", ""), "status": status,
+            "seconds": rec.get("seconds", ""),
+            "html": html_rel if (run_dir / html_rel).is_file() else "",
+            "ipynb": nb_rel if (run_dir / nb_rel).is_file() else "",
+        })
+    return rows
+
+
+def _figures(run_dir: Path, info: dict[str, Any]) -> list[dict[str, str]]:
+    figs = []
+    for sid in info.get("plan", []):
+        sdir = run_dir / "stages" / sid
+        for row in read_figures(sdir):
+            if row.get("key") == "1" and (sdir / row["file"]).is_file():
+                link = f"notebooks/{sid}.html"
+                figs.append({"src": f"stages/{sid}/{row['file']}", "caption": row.get("caption", ""),
+                             "stage": sid,
+                             "link": link if (run_dir / link).is_file() else f"stages/{sid}/{row['file']}"})
+    return figs
+
+
+def render_index(run_dir: str | os.PathLike) -> str:
+    """The index page of a run as an HTML string."""
+    from cxrlib import __version__
+    from cxrlib.report.runner import read_json
+    from cxrlib.report.results import data_description
+
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "run.json") or {}
+    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
+    cfg = yaml.safe_load(config_text) or {}
+    tables = read_results(run_dir)
+
+    comparison = []
+    if "paper_comparison" in tables:
+        for r in tables["paper_comparison"].to_dict("records"):
+            r = dict(r)
+            r["published_text"] = format_mean_std(r["published"], r["published_std"])
+            r["this_run_text"] = format_mean_std(r["this_run"], r["this_run_std"])
+            for k in ("published", "published_std", "this_run", "this_run_std"):
+                r[k] = _num(r[k])
+            r["same_data"] = str(r.get("same_data")).lower() == "true"
+            r["note"] = "" if str(r.get("note")) == "nan" else r.get("note")
+            comparison.append(r)
+
+    summary_rows, summary_metrics = [], []
+    if "summary" in tables and not tables["summary"].empty:
+        s = tables["summary"]
+        summary_metrics = [m for m in SUMMARY_METRICS if m in set(s["metric"])]
+        for strategy in dict.fromkeys(s["strategy"]):
+            sub = s[s["strategy"] == strategy].set_index("metric")
+            cells = [{"metric": m, "mean": _num(sub.loc[m, "mean"]), "std": _num(sub.loc[m, "std"]),
+                      "text": format_mean_std(sub.loc[m, "mean"], sub.loc[m, "std"])}
+                     if m in sub.index else {"metric": m, "mean": "", "std": "", "text": "–"}
+                     for m in summary_metrics]
+            n = int(sub["n"].max()) if len(sub) else 0
+            summary_rows.append({"strategy": strategy, "cells": cells, "n": n})
+
+    failure = None
+    if info.get("status") == "failed" and info.get("failed_stage"):
+        sid = info["failed_stage"]
+        failure = {"stage": sid, "html": f"notebooks/{sid}.html",
+                   "error": info.get("stages", {}).get(sid, {}).get("error", "")}
+
+    data_text, _ = data_description(cfg) if cfg.get("data") else ("", False)
+    paper = cfg.get("paper", {}) or {}
+    return TEMPLATE.render(
+        title=cfg.get("title", cfg.get("name", "experiment")), experiment=info.get("experiment", ""),
+        run_id=info.get("run_id", run_dir.name), status=info.get("status", "unknown"),
+        config_hash=info.get("config_hash", ""), smoke=info.get("smoke", False),
+        created=info.get("created", ""), data_text=data_text,
+        paper_citation=paper.get("citation", ""), paper_url=paper.get("url", ""),
+        failure=failure, comparison=comparison, summary_rows=summary_rows,
+        summary_metrics=summary_metrics, result_files=[f"{k}.csv" for k in tables],
+        figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
+        config_text=config_text, version=__version__,
+        config_file=os.path.relpath(cfg["config_file"], Path.cwd()) if cfg.get("config_file") else "",
+    )
+
+
+def write_index(run_dir: str | os.PathLike) -> Path:
+    """Render and write ``<run>/index.html`` atomically; returns its path."""
+    run_dir = Path(run_dir)
+    path = run_dir / "index.html"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_index(run_dir), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

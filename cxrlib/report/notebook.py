@@ -1,0 +1,159 @@
+"""What a notebook of a run needs, in one call: config, folders, figure and table saving.
+
+Every notebook starts with::
+
+    ctx = open_stage(config_path, run_dir, stage_dir, data_root, kind="transfer",
+                     strategy=strategy, fold=fold)
+
+Under ``cxr run`` (papermill) the paths are injected. Opened by hand in JupyterLab the
+parameters cell leaves ``run_dir`` empty: the context then uses the interactive run folder
+``reports/interactive/<experiment>/<run>`` and first executes, with the same runner, every
+stage this notebook depends on that has not run yet -- so any notebook runs on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from cxrlib.report.config import load_experiment
+from cxrlib.report.plan import Stage, build_plan
+
+FIGURES_INDEX = "figures.csv"  # per stage: file, caption, key (1 = shown on the index page)
+
+
+@dataclass
+class StageContext:
+    """Paths and config of one executing stage.
+
+    Attributes:
+        cfg: the resolved experiment config.
+        run_dir: the run folder.
+        stage_dir: this stage's output folder.
+        stage: this stage of the plan.
+        data_root: root of the real datasets ('' for phantoms).
+    """
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    stage_dir: Path
+    stage: Stage
+    data_root: str = ""
+
+    def stage_path(self, stage_id: str) -> Path:
+        """Output folder of another stage of the run."""
+        return self.run_dir / "stages" / stage_id
+
+    def plan(self) -> list[Stage]:
+        return build_plan(self.cfg)
+
+    def transfer_stages(self) -> list[Stage]:
+        """All ``03_transfer`` stages of the run (every strategy on every fold)."""
+        return [s for s in self.plan() if s.kind == "transfer"]
+
+    def save_figure(self, fig, name: str, caption: str = "", key: bool = False, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` and list it for the report.
+
+        Args:
+            fig: matplotlib Figure.
+            name: file stem.
+            caption: one-line caption for the index page.
+            key: show it among the key figures on the index page.
+            dpi: resolution.
+        """
+        folder = self.stage_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        tmp = folder / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+        register_figure(self.stage_dir, path, caption, key)
+        return path
+
+    def save_table(self, df, name: str) -> Path:
+        """Write a DataFrame as ``<name>.csv`` in the stage folder (atomically)."""
+        path = self.stage_dir / f"{name}.csv"
+        tmp = path.with_name(path.name + ".tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+
+def register_figure(stage_dir: Path, path: Path, caption: str, key: bool) -> None:
+    """Add or replace a figure's row in the stage's ``figures.csv``."""
+    index = stage_dir / FIGURES_INDEX
+    rows = read_figures(stage_dir)
+    rel = str(path.relative_to(stage_dir))
+    rows = [r for r in rows if r["file"] != rel] + [{"file": rel, "caption": caption, "key": "1" if key else "0"}]
+    tmp = index.with_name(index.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "caption", "key"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, index)
+
+
+def read_figures(stage_dir: Path) -> list[dict[str, str]]:
+    """Rows of a stage's ``figures.csv`` (empty when it has none)."""
+    index = Path(stage_dir) / FIGURES_INDEX
+    if not index.is_file():
+        return []
+    with open(index, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def find_stage(cfg: Mapping[str, Any], kind: str, **params: Any) -> Stage:
+    """The stage of ``kind`` whose parameters match ``params`` (e.g. strategy and fold)."""
+    for s in build_plan(cfg):
+        if s.kind == kind and all(s.params.get(k) == v for k, v in params.items()):
+            return s
+    raise ValueError(f"no {kind} stage with {params} in experiment {cfg['name']!r}")
+
+
+def open_stage(
+    config_path: str,
+    run_dir: str = "",
+    stage_dir: str = "",
+    data_root: str = "",
+    kind: str = "data",
+    smoke: bool = True,
+    **params: Any,
+) -> StageContext:
+    """Open the context of a notebook stage (see the module docstring).
+
+    Args:
+        config_path: experiment YAML (interactive) or the run's resolved ``config.yaml``.
+        run_dir: run folder; '' = interactive: run missing upstream stages first.
+        stage_dir: this stage's output folder ('' = derived from the plan).
+        data_root: root of real datasets ('' for phantoms).
+        kind: the stage kind of the calling notebook.
+        smoke: interactive only: use the config's CI-sized ``smoke:`` settings.
+        **params: stage parameters identifying the stage (``strategy``, ``fold``).
+    """
+    if run_dir:
+        cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        stage = find_stage(cfg, kind, **params)
+        sdir = Path(stage_dir) if stage_dir else Path(run_dir) / "stages" / stage.id
+        sdir.mkdir(parents=True, exist_ok=True)
+        return StageContext(cfg, Path(run_dir), sdir, stage, data_root)
+
+    from cxrlib.report.runner import REPO_ROOT, run_experiment
+
+    cfg = load_experiment(config_path, smoke=smoke)
+    stage = find_stage(cfg, kind, **params)
+    out = REPO_ROOT / "reports" / "interactive"
+    if stage.depends:
+        result = run_experiment(cfg, out=out, data_root=data_root or None, only=list(stage.depends))
+        rdir = result.run_dir
+    else:
+        from cxrlib.report.runner import prepare_run
+
+        rdir, _, _ = prepare_run(cfg, out, data_root=data_root or None)
+    sdir = rdir / "stages" / stage.id
+    sdir.mkdir(parents=True, exist_ok=True)
+    return StageContext(cfg, rdir, sdir, stage, data_root)

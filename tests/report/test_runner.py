@@ -1,0 +1,132 @@
+"""The runner on tiny stand-in notebooks (no TensorFlow): order, fan-out, resume, failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from cxrlib.report.plan import NOTEBOOKS
+from cxrlib.report.runner import RunFailed, run_experiment
+
+BODY = '''
+import json, pathlib, yaml
+cfg = yaml.safe_load(open(config_path))
+sd = pathlib.Path(stage_dir)
+with open(pathlib.Path(run_dir) / "executions.log", "a") as f:
+    f.write(sd.name + "\\n")
+if sd.name == cfg.get("fail_at"):
+    raise ValueError("planned failure in " + sd.name)
+(sd / "out.txt").write_text("ok")
+if strategy:
+    acc = 0.5 + 0.1 * fold + len(strategy) / 100
+    (sd / "metrics.json").write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.05}))
+if sd.name == "06_summary":
+    from cxrlib.report.results import write_results
+    write_results(run_dir, cfg)
+'''
+
+
+def _notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'config_path = ""\nrun_dir = ""\nstage_dir = ""\ndata_root = ""\nstrategy = None\nfold = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# stand-in"), params, nbformat.v4.new_code_cell(BODY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+@pytest.fixture()
+def fake(tmp_path: Path):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    for name in NOTEBOOKS.values():
+        nbformat.write(_notebook(), str(nb_dir / name))
+    cfg = {
+        "name": "toy", "title": "Toy", "task": "paper_a",
+        "paper": {"short": "A", "claims": [{"metric": "accuracy", "value": 0.9013, "std": 0.0014,
+                                            "strategy": "domain_extension"}]},
+        "data": {"kind": "phantoms", "target": {"n": 10}},
+        "split": {"kind": "kfold", "k": 2},
+        "strategies": {"scratch": {}, "domain_extension": {}},
+        "smoke": {"transfer": {"epochs": 1}},
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return nb_dir, path, tmp_path / "reports"
+
+
+def _executions(run_dir: Path) -> list[str]:
+    return (run_dir / "executions.log").read_text().split()
+
+
+def test_run_order_fanout_resume_and_force(fake):
+    nb_dir, cfg_path, out = fake
+    r1 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    ran = _executions(r1.run_dir)
+    assert ran[:2] == ["01_data", "02_source_pretraining"]
+    assert sorted(ran[2:6]) == sorted(f"03_transfer-{s}-fold{f}" for s in ("scratch", "domain_extension")
+                                      for f in (0, 1))
+    assert ran[6:] == ["04_cross_validation", "06_summary"]  # no heatmaps block -> no 05
+    for sid in ran:
+        assert (r1.run_dir / "notebooks" / f"{sid}.html").is_file()
+    assert json.loads((r1.run_dir / "run.json").read_text())["status"] == "complete"
+    summary = (r1.run_dir / "results" / "summary.csv").read_text()
+    assert "domain_extension,accuracy" in summary
+
+    # Same config again: resumed, nothing executed.
+    r2 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    assert r2.run_dir == r1.run_dir and r2.executed == [] and len(r2.skipped) == len(ran)
+    assert _executions(r1.run_dir) == ran
+
+    # A stage whose output vanished is executed again, and so are the stages after it? No:
+    # only stages whose own outputs or hash changed run.
+    (r1.run_dir / "stages" / "03_transfer-scratch-fold1" / "out.txt").unlink()
+    r3 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    assert r3.executed == ["03_transfer-scratch-fold1"]
+
+    # --force: a new run id, the earlier run untouched.
+    r4 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, force=True)
+    assert r4.run_dir != r1.run_dir and len(r4.executed) == len(ran)
+    assert (r1.run_dir / "index.html").is_file()
+
+    # Another config (smoke) never reuses the run of the first.
+    r5 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, smoke=True, only=["01_data"])
+    assert r5.run_dir not in (r1.run_dir, r4.run_dir) and r5.executed == ["01_data"]
+
+
+def test_failed_notebook_stops_run_and_keeps_partial(fake, capsys):
+    nb_dir, cfg_path, out = fake
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["fail_at"] = "03_transfer-domain_extension-fold0"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RunFailed) as info:
+        run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    exc = info.value
+    assert exc.stage_id == "03_transfer-domain_extension-fold0"
+    assert "ValueError" in str(exc) and "planned failure" in str(exc)
+    assert exc.notebook.is_file() and exc.notebook.with_suffix(".html").is_file()
+    ran = _executions(exc.run_dir)
+    assert ran[-1] == exc.stage_id and "04_cross_validation" not in ran
+    run = json.loads((exc.run_dir / "run.json").read_text())
+    assert run["status"] == "failed" and run["stages"][exc.stage_id]["status"] == "failed"
+    index = (exc.run_dir / "index.html").read_text()
+    assert "planned failure" in index and 'id="failure"' in index
+
+    # Fix the config's cause by running with the failing stage's notebook fixed: here we
+    # rerun after removing the planned failure from the *notebook* (same config hash), so
+    # the run resumes: finished stages skipped, the failed attempt kept aside.
+    for name in ("03_transfer.ipynb",):
+        nb = nbformat.read(str(nb_dir / name), as_version=4)
+        nb.cells[2].source = nb.cells[2].source.replace('raise ValueError', 'print')
+        nbformat.write(nb, str(nb_dir / name))
+    result = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    assert result.run_dir == exc.run_dir
+    assert "01_data" in result.skipped and "02_source_pretraining" in result.skipped
+    assert exc.stage_id in result.executed
+    attempts = list((exc.run_dir / "stages" / ".attempts").iterdir())
+    assert any(a.name.startswith(exc.stage_id) for a in attempts)
