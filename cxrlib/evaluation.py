@@ -1,0 +1,379 @@
+"""Evaluation: metrics (scikit-learn), k-fold mean ± std, bootstrap CIs, McNemar, learning curves.
+
+API (stable):
+
+- ``classification_metrics(y_true, y_prob, classes, positive="covid19") -> dict`` (single label)
+- ``multilabel_metrics(y_true, y_prob, classes) -> dict`` (per-finding AUROC, NIH source task)
+- ``per_class_table(metrics) -> DataFrame`` (tidy: class, precision, recall, f1, support, auc)
+- ``epoch_metrics(y_true, y_prob, classes, multi_label, prefix) -> dict`` (the per-epoch log)
+- ``aggregate_folds(fold_metrics) -> DataFrame[metric, mean, std, n, min, max]``
+- ``bootstrap_ci(y_true, y_prob, metric, n_boot=1000, seed=0, alpha=0.05) -> dict``
+- ``mcnemar(y_true, pred_a, pred_b) -> dict`` (exact binomial McNemar)
+- ``predictions_frame(df, y_prob, classes)``, ``read_predictions(path)``
+- ``plot_learning_curves(histories, metric, path)`` (seaborn, one line per strategy)
+- ``write_json(obj, path)`` (atomic, NaN -> null)
+
+Targets: ``y_true`` is one-hot/multi-hot ``[N, K]`` or integer class indices ``[N]``;
+``y_prob`` is ``[N, K]`` model outputs. Metrics whose value is undefined on the data (AUC of a
+class absent from ``y_true``) are NaN and named in ``metrics["undefined"]`` with the reason,
+never silently dropped.
+
+Standard deviations over folds use ``ddof=1`` (sample std, as usual for k-fold reports such as
+paper A's 90.13 % ± 0.14); ``n`` is given with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda t, p: skm.accuracy_score(t, p),
+    "macro_f1": lambda t, p: skm.f1_score(t, p, average="macro", zero_division=0),
+    "weighted_f1": lambda t, p: skm.f1_score(t, p, average="weighted", zero_division=0),
+    "balanced_accuracy": lambda t, p: skm.balanced_accuracy_score(t, p),
+}
+
+
+def to_indices(y: np.ndarray) -> np.ndarray:
+    """Class indices [N] from one-hot [N, K] (argmax) or from indices [N]."""
+    y = np.asarray(y)
+    return y.argmax(axis=1) if y.ndim == 2 else y.astype(int)
+
+
+def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str],
+                           positive: str | None = "covid19") -> dict[str, Any]:
+    """Single-label metrics of softmax outputs.
+
+    Args:
+        y_true: one-hot [N, K] or class indices [N].
+        y_prob: probabilities [N, K].
+        classes: class names in output order.
+        positive: class whose sensitivity/specificity (one vs rest) are reported
+            (``covid19``); skipped when not in ``classes``.
+
+    Returns:
+        dict with n, accuracy, balanced_accuracy, macro_f1, weighted_f1, macro_precision,
+        macro_recall, per_class {class: {precision, recall, f1, support, auc}},
+        confusion_matrix (rows true, columns predicted, in ``classes`` order),
+        macro_auc_ovr, sensitivity_<positive>, specificity_<positive>, undefined.
+    """
+    classes = list(classes)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    t = to_indices(y_true)
+    p = y_prob.argmax(axis=1)
+    labels = list(range(len(classes)))
+    prec, rec, f1, sup = skm.precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
+    out: dict[str, Any] = {"n": int(len(t))}
+    for name, fn in METRIC_FUNCS.items():
+        out[name] = float(fn(t, p))
+    out["macro_precision"] = float(np.mean(prec))
+    out["macro_recall"] = float(np.mean(rec))
+    undefined: dict[str, str] = {}
+    per_class = {}
+    for k, c in enumerate(classes):
+        pos = t == k
+        if pos.all() or not pos.any():
+            auc = math.nan
+            undefined[f"auc_{c}"] = "class absent from y_true" if not pos.any() else "only class in y_true"
+        else:
+            auc = float(skm.roc_auc_score(pos.astype(int), y_prob[:, k]))
+        per_class[c] = {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
+                        "support": int(sup[k]), "auc": auc}
+    out["per_class"] = per_class
+    aucs = [v["auc"] for v in per_class.values() if not math.isnan(v["auc"])]
+    # macro OvR AUC over the classes present (= sklearn roc_auc_score(multi_class='ovr') when all are)
+    out["macro_auc_ovr"] = float(np.mean(aucs)) if aucs else math.nan
+    if len(aucs) < len(classes):
+        undefined["macro_auc_ovr"] = f"averaged over the {len(aucs)} classes present in y_true"
+    out["confusion_matrix"] = skm.confusion_matrix(t, p, labels=labels).tolist()
+    if positive is not None and positive in classes:
+        k = classes.index(positive)
+        tp = int(np.sum((t == k) & (p == k)))
+        fn = int(np.sum((t == k) & (p != k)))
+        tn = int(np.sum((t != k) & (p != k)))
+        fp = int(np.sum((t != k) & (p == k)))
+        out[f"sensitivity_{positive}"] = tp / (tp + fn) if tp + fn else math.nan
+        out[f"specificity_{positive}"] = tn / (tn + fp) if tn + fp else math.nan
+        if tp + fn == 0:
+            undefined[f"sensitivity_{positive}"] = f"no {positive} images in y_true"
+        if tn + fp == 0:
+            undefined[f"specificity_{positive}"] = f"only {positive} images in y_true"
+    out["classes"] = classes
+    out["undefined"] = undefined
+    return out
+
+
+def multilabel_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str],
+                       threshold: float = 0.5) -> dict[str, Any]:
+    """Multi-label metrics of sigmoid outputs (NIH 14 findings): per-finding AUROC.
+
+    Args:
+        y_true: multi-hot [N, K].
+        y_prob: probabilities [N, K].
+        classes: finding names.
+        threshold: decision threshold for F1.
+
+    Returns:
+        dict with n, per_class {finding: {auc, f1, support}}, macro_auroc (mean over the
+        findings with both labels present), macro_f1, undefined.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    pred = (y_prob >= threshold).astype(int)
+    per_class, undefined = {}, {}
+    for k, c in enumerate(classes):
+        col = y_true[:, k]
+        if col.min() == col.max():
+            auc = math.nan
+            undefined[f"auc_{c}"] = "all positive" if col.min() == 1 else "no positive image"
+        else:
+            auc = float(skm.roc_auc_score(col, y_prob[:, k]))
+        per_class[c] = {"auc": auc, "f1": float(skm.f1_score(col, pred[:, k], zero_division=0)),
+                        "support": int(col.sum())}
+    aucs = [v["auc"] for v in per_class.values() if not math.isnan(v["auc"])]
+    return {
+        "n": int(len(y_true)),
+        "per_class": per_class,
+        "macro_auroc": float(np.mean(aucs)) if aucs else math.nan,
+        "macro_f1": float(skm.f1_score(y_true, pred, average="macro", zero_division=0)),
+        "classes": list(classes),
+        "undefined": undefined,
+    }
+
+
+def epoch_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str],
+                  multi_label: bool = False, prefix: str = "val_") -> dict[str, float]:
+    """The per-epoch validation log: loss, accuracy, macro_f1, recall_<class> (+ macro_auroc).
+
+    Args:
+        y_true: one-hot / multi-hot [N, K].
+        y_prob: outputs [N, K].
+        classes: output names.
+        multi_label: sigmoid outputs thresholded at 0.5.
+        prefix: key prefix.
+    """
+    from cxrlib.training import cross_entropy, _safe
+
+    y_true = np.asarray(y_true)
+    logs = {f"{prefix}loss": cross_entropy(y_true, y_prob, multi_label)}
+    if multi_label:
+        m = multilabel_metrics(y_true, y_prob, classes)
+        pred = (np.asarray(y_prob) >= 0.5).astype(int)
+        logs[f"{prefix}accuracy"] = float(np.mean(pred == y_true))
+        logs[f"{prefix}macro_f1"] = m["macro_f1"]
+        logs[f"{prefix}macro_auroc"] = m["macro_auroc"]
+        rec = skm.recall_score(y_true.astype(int), pred, average=None, zero_division=0)
+    else:
+        t, p = to_indices(y_true), np.asarray(y_prob).argmax(axis=1)
+        labels = list(range(len(classes)))
+        logs[f"{prefix}accuracy"] = float(skm.accuracy_score(t, p))
+        logs[f"{prefix}macro_f1"] = float(skm.f1_score(t, p, labels=labels, average="macro", zero_division=0))
+        rec = skm.recall_score(t, p, labels=labels, average=None, zero_division=0)
+    for c, r in zip(classes, rec):
+        logs[f"{prefix}recall_{_safe(c)}"] = float(r)
+    return logs
+
+
+def per_class_table(m: Mapping[str, Any]) -> pd.DataFrame:
+    """Tidy per-class table of :func:`classification_metrics` / :func:`multilabel_metrics`."""
+    return pd.DataFrame([{"class": c, **v} for c, v in m["per_class"].items()])
+
+
+SCALAR_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision",
+               "macro_recall", "macro_auc_ovr", "macro_auroc")
+
+
+def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar entries of a metrics dict (plus per-class recall/f1/auc flattened)."""
+    out = {k: float(v) for k, v in m.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
+    for c, v in m.get("per_class", {}).items():
+        for key in ("recall", "f1", "auc"):
+            if key in v:
+                out[f"{key}_{c}"] = float(v[key])
+    return out
+
+
+def aggregate_folds(fold_metrics: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """k-fold aggregation: mean ± sample std (ddof=1) per scalar metric.
+
+    Args:
+        fold_metrics: one metrics dict per fold (from :func:`classification_metrics`), or a
+            tidy/wide DataFrame with one row per fold and one column per metric.
+
+    Returns:
+        DataFrame[metric, mean, std, n, min, max, text] with text like ``"0.9013 ± 0.0014"``.
+    """
+    wide = fold_metrics if isinstance(fold_metrics, pd.DataFrame) else pd.DataFrame(
+        [scalar_metrics(m) for m in fold_metrics])
+    wide = wide.select_dtypes("number").drop(columns=["fold"], errors="ignore")
+    rows = []
+    for col in wide.columns:
+        v = wide[col].dropna().to_numpy(dtype=float)
+        mean = float(v.mean()) if len(v) else math.nan
+        std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
+        rows.append({"metric": col, "mean": mean, "std": std, "n": int(len(v)),
+                     "min": float(v.min()) if len(v) else math.nan,
+                     "max": float(v.max()) if len(v) else math.nan,
+                     "text": f"{mean:.4f} ± {std:.4f}"})
+    return pd.DataFrame(rows)
+
+
+def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, metric: str | Callable = "accuracy",
+                 n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, float]:
+    """Percentile bootstrap confidence interval of a metric on a test set.
+
+    Args:
+        y_true: one-hot [N, K] or indices [N].
+        y_prob: probabilities [N, K] (argmax = prediction).
+        metric: a key of ``METRIC_FUNCS`` or ``f(true_idx, pred_idx) -> float``.
+        n_boot: bootstrap resamples (images drawn with replacement).
+        seed: RNG seed.
+        alpha: 0.05 gives a 95 % interval.
+
+    Returns:
+        {metric, estimate, low, high, n_boot, alpha}.
+    """
+    fn = METRIC_FUNCS[metric] if isinstance(metric, str) else metric
+    t, p = to_indices(y_true), np.asarray(y_prob).argmax(axis=1)
+    rng = np.random.default_rng(seed)
+    n = len(t)
+    stats = np.array([fn(t[idx], p[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))])
+    return {"metric": metric if isinstance(metric, str) else getattr(metric, "__name__", "metric"),
+            "estimate": float(fn(t, p)), "low": float(np.quantile(stats, alpha / 2)),
+            "high": float(np.quantile(stats, 1 - alpha / 2)), "n_boot": int(n_boot), "alpha": alpha}
+
+
+def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:
+    """Exact McNemar test of two classifiers on the same test images.
+
+    ``b`` = images A classifies correctly and B wrongly, ``c`` = the reverse. Under H0 (same
+    error rate) ``b ~ Binomial(b + c, 1/2)``; the two-sided p-value is
+    ``scipy.stats.binomtest(b, b + c, 0.5).pvalue`` (the exact form of McNemar's test, which
+    statsmodels' ``mcnemar(exact=True)`` also computes; statsmodels is not a dependency).
+
+    Args:
+        y_true: true class indices [N] (or one-hot [N, K]).
+        pred_a: predicted indices [N] (or probabilities [N, K]) of classifier A.
+        pred_b: same for classifier B.
+
+    Returns:
+        {n, a_only_correct (b), b_only_correct (c), both_correct, both_wrong, p_value,
+        accuracy_a, accuracy_b}.
+    """
+    from scipy.stats import binomtest
+
+    t = to_indices(y_true)
+    a, b_ = to_indices(pred_a), to_indices(pred_b)
+    if not (len(t) == len(a) == len(b_)):
+        raise ValueError(f"mcnemar: lengths differ (y_true {len(t)}, a {len(a)}, b {len(b_)})")
+    ca, cb = a == t, b_ == t
+    b = int(np.sum(ca & ~cb))
+    c = int(np.sum(~ca & cb))
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"n": int(len(t)), "a_only_correct": b, "b_only_correct": c,
+            "both_correct": int(np.sum(ca & cb)), "both_wrong": int(np.sum(~ca & ~cb)),
+            "p_value": p, "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean())}
+
+
+def predictions_frame(df: pd.DataFrame, y_prob: np.ndarray, classes: Sequence[str],
+                      multi_label: bool = False) -> pd.DataFrame:
+    """Tidy predictions: path, patient_id, label (or findings), prob_<class>..., pred.
+
+    Args:
+        df: the manifest rows that were predicted, in prediction order.
+        y_prob: outputs [N, K].
+        classes: output names.
+        multi_label: sigmoid outputs (``pred`` = '|'-joined findings with prob >= 0.5).
+    """
+    y_prob = np.asarray(y_prob)
+    if len(df) != len(y_prob):
+        raise ValueError(f"{len(df)} manifest rows but {len(y_prob)} predictions")
+    out = pd.DataFrame({"path": df["path"].to_numpy(), "patient_id": df["patient_id"].to_numpy()})
+    out["label" if not multi_label else "findings"] = df["findings" if multi_label else "label"].to_numpy()
+    for k, c in enumerate(classes):
+        out[f"prob_{c}"] = y_prob[:, k]
+    if multi_label:
+        out["pred"] = ["|".join(c for c, v in zip(classes, row) if v >= 0.5) for row in y_prob]
+    else:
+        out["pred"] = [classes[i] for i in y_prob.argmax(axis=1)]
+    return out
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """Read a predictions.csv: (frame, classes from the prob_* columns)."""
+    df = pd.read_csv(path, keep_default_na=False)
+    classes = [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
+    return df, classes
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) or math.isinf(float(obj)) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically; NaN/inf become null (strict JSON), numpy types become Python."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_learning_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
+                         metric: str = "val_macro_f1", path: str | os.PathLike | None = None,
+                         title: str | None = None):
+    """Learning curves of several strategies on one plot (seaborn; folds -> mean and 95 % band).
+
+    Args:
+        histories: ``{strategy: history DataFrame}`` (history.csv of each run; may hold
+            several folds stacked with a ``fold`` column), or one tidy DataFrame with columns
+            strategy, epoch, <metric>.
+        metric: history column to plot (``val_macro_f1``, ``val_loss``, ``val_accuracy`` ...).
+        path: save the figure there (PNG/PDF) if given.
+        title: plot title.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if isinstance(histories, pd.DataFrame):
+        tidy = histories
+    else:
+        tidy = pd.concat([h.assign(strategy=s) for s, h in histories.items()], ignore_index=True)
+    if metric not in tidy.columns:
+        raise KeyError(f"metric {metric!r} not in histories; columns: {sorted(tidy.columns)}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=tidy, x="epoch", y=metric, hue="strategy", marker="o", ax=ax)
+    ax.set_title(title or f"{metric} per epoch")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
