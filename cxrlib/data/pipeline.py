@@ -10,13 +10,13 @@ Order of the steps, and why::
 * Decoding: PNG with ``tf.io.decode_png(dtype=tf.uint16)`` (8-bit PNGs come back x257, so
   every PNG is scaled by 1/257 to float 0..255 and 16-bit images keep their precision;
   ``tf.io.decode_image`` would squash them to 8 bits); JPEG with ``tf.io.decode_jpeg`` (L,
-  RGB, CMYK), using libjpeg's DCT-domain downscaling (``ratio`` 2/4/8) when the image is at
-  least twice as large as needed, which makes full-resolution JPEGs several times cheaper
-  and is an area-averaging downsample. Any other format PIL reads (BMP, GIF, TIFF, WebP;
-  chosen by magic bytes, not by extension) goes through ``tf.numpy_function`` +
-  :func:`cxrlib.data.images.decode_bytes`. Nothing is dropped: with ``check=True`` every
-  image is decoded once by :func:`cxrlib.data.images.scan_images` and the run stops with
-  the list of bad paths before the first batch.
+  RGB, CMYK; accurate IDCT, as PIL), using libjpeg's DCT-domain downscaling (``ratio``
+  2/4/8) when the image is at least twice as large as needed: this makes full-resolution
+  JPEGs several times cheaper and is an area-averaging downsample. Any other format PIL
+  reads (BMP, GIF, TIFF, WebP; chosen by magic bytes, not by extension) goes through
+  ``tf.numpy_function`` + :func:`cxrlib.data.images.decode_bytes`. Nothing is dropped: with
+  ``check=True`` every image is decoded once by :func:`cxrlib.data.images.scan_images` and
+  the run stops with the list of bad paths before the first batch.
 * Channels: alpha dropped (RGBA -> RGB, LA -> L; see :mod:`cxrlib.data.images`), gray ->
   RGB by replication, RGB -> gray by ITU-R 601-2 luma.
 * Resize (antialiased bilinear): ``pad`` keeps the aspect ratio and pads with black
@@ -61,6 +61,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 RESIZE_MODES = ("pad", "crop", "stretch")
 NO_FINDING = "No Finding"
 _CACHE_VERSION = "1"  # bump when the decode/resize output changes
+# libjpeg's accurate integer IDCT (what PIL uses); TF's default INTEGER_FAST differs from PIL
+# by ~10 grey levels on fine texture.
+_JPEG_DCT = "INTEGER_ACCURATE"
 
 # backbone name -> keras.applications module whose preprocess_input it needs (None: x/255)
 BACKBONE_PREPROCESS: dict[str, str | None] = {
@@ -210,7 +213,8 @@ def _decode_jpeg_scaled(data: tf.Tensor, min_side: int) -> tf.Tensor:
     short = tf.reduce_min(hw)
     # ratio index: 0 -> 1, 1 -> 2, 2 -> 4, 3 -> 8
     idx = tf.reduce_sum(tf.cast(short // tf.constant([2, 4, 8]) >= 2 * min_side, tf.int32))
-    branches = [lambda r=r: tf.io.decode_jpeg(data, channels=0, ratio=r) for r in (1, 2, 4, 8)]
+    branches = [lambda r=r: tf.io.decode_jpeg(data, channels=0, ratio=r, dct_method=_JPEG_DCT)
+                for r in (1, 2, 4, 8)]
     return tf.switch_case(idx, branches)
 
 
@@ -231,7 +235,10 @@ def decode_image(path: tf.Tensor, decoder: tf.Tensor, min_side: int = 0) -> tf.T
 
     def jpeg():
         data = tf.io.read_file(path)
-        x = _decode_jpeg_scaled(data, min_side) if min_side > 0 else tf.io.decode_jpeg(data, channels=0)
+        if min_side > 0:
+            x = _decode_jpeg_scaled(data, min_side)
+        else:
+            x = tf.io.decode_jpeg(data, channels=0, dct_method=_JPEG_DCT)
         return tf.cast(x, tf.float32)
 
     def pil():
