@@ -37,7 +37,7 @@ Config keys (``STAGE_DEFAULTS``): ``task`` (``paper_a``, ``paper_b``, ``paper_b_
 normal = ``No Finding``/empty vs disease), ``manifest`` (CSV path), ``root`` (data root; default
 the manifest's folder), ``strategy``, ``source_dir``, ``keep_neurons`` (dict, ``"default"`` =
 ``cxrlib.transfer.DEFAULT_KEEP_NEURONS[task]``, or None), ``fold`` (test fold of a k-fold
-manifest; the validation set for early stopping is then carved patient-grouped out of the
+manifest, None or -1 for a hold-out split; the validation set for early stopping is then carved patient-grouped out of the
 other folds, so the test fold is never used for model selection), ``val_fraction``,
 ``test_fraction`` (hold-out split when the manifest has neither ``split`` nor ``fold``),
 ``backbone``, ``image_size``, ``channels``, ``batch_size``, ``augment``, ``cache``,
@@ -133,6 +133,8 @@ def resolve_config(config: Mapping[str, Any] | None = None, **overrides) -> dict
     if unknown:
         raise ValueError(f"unknown stage option(s) {unknown}; known: {sorted(cfg)}")
     cfg.update(deepcopy(merged))
+    if cfg["fold"] is not None and int(cfg["fold"]) < 0:
+        cfg["fold"] = None  # -1 = hold-out split (cxrlib.report.plan.HOLDOUT)
     if cfg["manifest"] is None:
         raise ValueError("stage config needs 'manifest' (path of a manifest CSV)")
     cfg["manifest"] = str(Path(cfg["manifest"]).resolve())
