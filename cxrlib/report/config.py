@@ -36,8 +36,8 @@ REQUIRED_KEYS: tuple[str, ...] = ("name", "task", "data", "split", "strategies")
 # Applied by --smoke under the experiment's own ``smoke:`` block (the block wins).
 DEFAULT_SMOKE: dict[str, Any] = {
     "split": {"k": 2},
-    "source": {"epochs": 1},
-    "transfer": {"epochs": 1},
+    "source": {"train": {"epochs": 1}},
+    "transfer": {"train": {"epochs": 1}},
     "heatmaps": {"n_images": 4},
 }
 

@@ -1,7 +1,7 @@
 """The run's report page ``reports/<experiment>/<run>/index.html``.
 
 It only reads what the run wrote: ``run.json`` (stages, status, timings), ``config.yaml``,
-``results/*.csv`` (see :mod:`cxrlib.report.results`) and each stage's ``figures.csv``.
+the result tables of the summary stage (see :mod:`cxrlib.report.results`) and each stage's ``figures.csv``.
 Every number printed in a table carries its exact value in a ``data-value`` attribute, so a
 test can check the page against the CSVs. Links and images are relative (the folder can be
 moved or zipped).
@@ -18,7 +18,7 @@ import jinja2
 import yaml
 
 from cxrlib.report.notebook import read_figures
-from cxrlib.report.results import format_mean_std, format_value, read_results
+from cxrlib.report.results import RESULTS_STAGE, format_mean_std, read_results
 
 # Columns of summary.csv shown in the strategy table, in this order when present.
 SUMMARY_METRICS: tuple[str, ...] = (
@@ -80,7 +80,7 @@ is not a replication of that figure, only of the method.</p>
 {% for c in row.cells %}<td class="num" data-metric="{{ c.metric }}" data-value="{{ c.mean }}" data-std="{{ c.std }}">{{ c.text }}</td>{% endfor %}
 <td class="num">{{ row.n }}</td></tr>{% endfor %}</table>
 <p class="meta">mean ± sample standard deviation over folds (hold-out: one test set, no std).
-Full tables: {% for name in result_files %}<a href="results/{{ name }}">results/{{ name }}</a> {% endfor %}</p>
+Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {% endfor %}</p>
 {% else %}<p>No results yet.</p>{% endif %}
 
 <h2>Key figures</h2>
@@ -194,7 +194,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
         created=info.get("created", ""), data_text=data_text,
         paper_citation=paper.get("citation", ""), paper_url=paper.get("url", ""),
         failure=failure, comparison=comparison, summary_rows=summary_rows,
-        summary_metrics=summary_metrics, result_files=[f"{k}.csv" for k in tables],
+        summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,
         config_file=os.path.relpath(cfg["config_file"], Path.cwd()) if cfg.get("config_file") else "",

@@ -56,6 +56,25 @@ class StageContext:
         """All ``03_transfer`` stages of the run (every strategy on every fold)."""
         return [s for s in self.plan() if s.kind == "transfer"]
 
+    def stage_options(self, section: str, strategy: str | None = None) -> dict[str, Any]:
+        """Options for a cxrlib.experiment stage runner: ``stage`` + ``<section>`` (+ strategy).
+
+        ``train`` mappings are merged key by key (a strategy can change only its schedule);
+        keys that only the orchestration reads (``task``, ``init``, ``strategy``) are left out.
+
+        Args:
+            section: ``source`` or ``transfer``.
+            strategy: a strategy name of ``strategies`` whose options are merged last.
+        """
+        from cxrlib.report.config import deep_merge
+
+        opts = deep_merge(self.cfg.get("stage") or {}, self.cfg.get(section) or {})
+        if strategy is not None:
+            opts = deep_merge(opts, self.cfg["strategies"].get(strategy) or {})
+        for key in ("task", "init", "strategy", "exclude_target_patients"):
+            opts.pop(key, None)
+        return opts
+
     def save_figure(self, fig, name: str, caption: str = "", key: bool = False, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` and list it for the report.
 
@@ -73,6 +92,7 @@ class StageContext:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, path)
         register_figure(self.stage_dir, path, caption, key)
+        show_and_close(fig)
         return path
 
     def save_table(self, df, name: str) -> Path:
@@ -82,6 +102,21 @@ class StageContext:
         df.to_csv(tmp, index=False)
         os.replace(tmp, path)
         return path
+
+
+def show_and_close(fig) -> None:
+    """Display a figure once in a notebook (whatever the matplotlib backend), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(fig)
+    except ImportError:
+        pass
+    plt.close(fig)
 
 
 def register_figure(stage_dir: Path, path: Path, caption: str, key: bool) -> None:

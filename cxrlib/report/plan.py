@@ -55,13 +55,13 @@ class Stage:
 
 
 def strategy_method(name: str, options: Mapping[str, Any] | None) -> str:
-    """The transfer method of a strategy: its ``method`` option, else its name.
+    """The transfer method of a strategy: its ``strategy`` option, else its name.
 
     Args:
         name: strategy name as written in the config (``twice_onk``).
-        options: the strategy's options (``{"method": "twice", "output_neuron_keeping": true}``).
+        options: the strategy's options (``{"strategy": "twice", "keep_neurons": "default"}``).
     """
-    return str((options or {}).get("method", name))
+    return str((options or {}).get("strategy", name))
 
 
 def uses_source(name: str, options: Mapping[str, Any] | None) -> bool:
@@ -96,8 +96,10 @@ def _n_images(cfg: Mapping[str, Any], part: str) -> int:
 
 def _train_weight(cfg: Mapping[str, Any], section: str, part: str) -> float:
     # kernel start + TF import ~ 10 s of work; training ~ epochs x images.
-    epochs = int(cfg.get(section, {}).get("epochs", 1))
-    size = int(cfg.get("model", {}).get("image_size", 64))
+    train = (cfg.get(section) or {}).get("train") or {}
+    phases = train.get("phases")
+    epochs = sum(int(p.get("epochs", 1)) for p in phases) if phases else int(train.get("epochs", 5))
+    size = int((cfg.get("stage") or {}).get("image_size", 64))
     return 10.0 + epochs * _n_images(cfg, part) * (size / 64.0) ** 2 / 40.0
 
 

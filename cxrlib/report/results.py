@@ -1,9 +1,10 @@
 """Gather a run's metrics into tidy tables and set them beside the papers' published figures.
 
-Tables written to ``<run>/results/`` (the index page and the summary notebook only read these):
+Tables written by the summary notebook into its stage folder ``<run>/stages/06_summary/``
+(:data:`RESULTS_STAGE`; the index page reads them from there):
 
-``metrics.csv``           one row per (stage, strategy, fold, metric, value), from each
-                          transfer stage's ``metrics.json`` (numeric values, nested keys dotted)
+``metrics.csv``           one row per (stage, strategy, fold, metric, value): the test-split
+                          scalars of each transfer stage's ``metrics.json``
 ``summary.csv``           strategy, metric, mean, std (sample std over folds, ddof=1), n
 ``paper_comparison.csv``  one row per published claim: the paper's figure and this run's,
                           with the data it was measured on and whether that is the paper's data
@@ -22,7 +23,8 @@ import pandas as pd
 
 from cxrlib.report.plan import build_plan
 
-RESULTS_DIR = "results"
+RESULTS_STAGE = "06_summary"
+RESULT_TABLES = ("paper_comparison", "summary", "metrics")
 METRICS_FILE = "metrics.json"
 
 
@@ -63,7 +65,14 @@ def collect_metrics(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.Da
         if not path.is_file():
             raise FileNotFoundError(f"{path}: transfer stage {stage.id} wrote no {METRICS_FILE}")
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        for metric, value in flatten_numbers(metrics):
+        test = metrics.get("test")
+        if isinstance(test, Mapping):  # cxrlib.experiment layout: the test split's metrics
+            from cxrlib.evaluation import scalar_metrics
+
+            values = scalar_metrics(test).items()
+        else:
+            values = flatten_numbers(metrics)
+        for metric, value in values:
             rows.append({"stage": stage.id, "strategy": stage.params["strategy"],
                          "fold": int(stage.params["fold"]), "metric": metric, "value": value})
     return pd.DataFrame(rows, columns=["stage", "strategy", "fold", "metric", "value"])
@@ -149,13 +158,19 @@ def _write_csv(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_results(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """Collect, summarise and compare; write the three CSVs under ``<run>/results/``.
+def write_results(run_dir: str | os.PathLike, cfg: Mapping[str, Any],
+                  out_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
+    """Collect, summarise and compare; write the three CSVs.
+
+    Args:
+        run_dir: the run folder.
+        cfg: resolved config.
+        out_dir: where to write (default ``<run>/stages/06_summary``).
 
     Returns:
         ``{"metrics": ..., "summary": ..., "paper_comparison": ...}``.
     """
-    out = Path(run_dir) / RESULTS_DIR
+    out = Path(out_dir) if out_dir else results_dir(run_dir)
     metrics = collect_metrics(run_dir, cfg)
     summary = summarize(metrics)
     comparison = paper_comparison(cfg, summary)
@@ -165,10 +180,16 @@ def write_results(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[st
     return tables
 
 
+def results_dir(run_dir: str | os.PathLike) -> Path:
+    """Folder of a run's result tables (the summary stage's folder)."""
+    return Path(run_dir) / "stages" / RESULTS_STAGE
+
+
 def read_results(run_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """The result tables present under ``<run>/results/`` (missing ones are left out)."""
-    out = Path(run_dir) / RESULTS_DIR
-    return {p.stem: pd.read_csv(p) for p in sorted(out.glob("*.csv"))}
+    """The result tables of :data:`RESULT_TABLES` present in the run (missing ones left out)."""
+    out = results_dir(run_dir)
+    return {name: pd.read_csv(out / f"{name}.csv") for name in RESULT_TABLES
+            if (out / f"{name}.csv").is_file()}
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -184,3 +205,61 @@ def format_mean_std(mean: Any, std: Any, digits: int = 4) -> str:
     """``0.9013 ± 0.0014``; the std part is left out when missing."""
     s = format_value(std, digits)
     return format_value(mean, digits) + ("" if s == "–" else f" ± {s}")
+
+
+# --------------------------------------------------------------------------- per-stage tables
+def _transfer_stages(cfg: Mapping[str, Any]):
+    return [s for s in build_plan(cfg) if s.kind == "transfer"]
+
+
+def gather_histories(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Every transfer stage's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns."""
+    frames = []
+    for s in _transfer_stages(cfg):
+        h = pd.read_csv(Path(run_dir) / "stages" / s.id / "history.csv")
+        frames.append(h.assign(strategy=s.params["strategy"], fold=int(s.params["fold"])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def gather_predictions(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Per strategy: the test predictions of all its folds stacked (out-of-fold predictions)."""
+    out: dict[str, list[pd.DataFrame]] = {}
+    for s in _transfer_stages(cfg):
+        p = pd.read_csv(Path(run_dir) / "stages" / s.id / "predictions.csv", keep_default_na=False)
+        out.setdefault(s.params["strategy"], []).append(p.assign(fold=int(s.params["fold"])))
+    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+
+
+def pooled_confusion(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per strategy: the sum over folds of the test confusion matrices (rows true)."""
+    out: dict[str, np.ndarray] = {}
+    for s in _transfer_stages(cfg):
+        m = json.loads((Path(run_dir) / "stages" / s.id / METRICS_FILE).read_text(encoding="utf-8"))
+        cm = np.asarray(m["test"]["confusion_matrix"], dtype=int)
+        name = s.params["strategy"]
+        out[name] = out[name] + cm if name in out else cm
+    return out
+
+
+def paired_tests(predictions: Mapping[str, pd.DataFrame], classes) -> pd.DataFrame:
+    """Exact McNemar test for every pair of strategies on the images both predicted.
+
+    Args:
+        predictions: output of :func:`gather_predictions` (matched on ``path``).
+        classes: class names (order of the ``prob_`` columns).
+    """
+    from itertools import combinations
+
+    from cxrlib.evaluation import mcnemar
+
+    idx = {c: i for i, c in enumerate(classes)}
+    rows = []
+    for a, b in combinations(predictions, 2):
+        j = predictions[a].merge(predictions[b], on="path", suffixes=("_a", "_b"))
+        if len(j) == 0:
+            rows.append({"a": a, "b": b, "n": 0, "p_value": math.nan})
+            continue
+        r = mcnemar(j["label_a"].map(idx).to_numpy(), j["pred_a"].map(idx).to_numpy(),
+                    j["pred_b"].map(idx).to_numpy())
+        rows.append({"a": a, "b": b, **r})
+    return pd.DataFrame(rows)

@@ -8,7 +8,7 @@ Layout of one run (``reports/<experiment>/<run_id>/``)::
     notebooks/<stage>.html   the same rendered by nbconvert
     stages/<stage>/          everything the stage wrote (models, CSV, JSON, figures)
     stages/<stage>/stage.json  the stage's hash, status and the list of its outputs
-    results/                 tidy result tables gathered by the summary notebook
+    stages/06_summary/*.csv  tidy result tables (metrics, summary, paper_comparison)
     index.html               the report: links, summary tables, key figures, papers vs run
 
 Runs never overwrite each other: a new run id is made unless a run of the *same config

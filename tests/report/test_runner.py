@@ -26,7 +26,7 @@ if strategy:
     (sd / "metrics.json").write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.05}))
 if sd.name == "06_summary":
     from cxrlib.report.results import write_results
-    write_results(run_dir, cfg)
+    write_results(run_dir, cfg, sd)
 '''
 
 
@@ -75,7 +75,7 @@ def test_run_order_fanout_resume_and_force(fake):
     for sid in ran:
         assert (r1.run_dir / "notebooks" / f"{sid}.html").is_file()
     assert json.loads((r1.run_dir / "run.json").read_text())["status"] == "complete"
-    summary = (r1.run_dir / "results" / "summary.csv").read_text()
+    summary = (r1.run_dir / "stages" / "06_summary" / "summary.csv").read_text()
     assert "domain_extension,accuracy" in summary
 
     # Same config again: resumed, nothing executed.
