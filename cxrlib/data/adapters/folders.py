@@ -32,6 +32,7 @@ def build_manifest(root, task=None, class_map: dict | str | None = None, source:
         patient_regex: regex whose first group is the patient id in a file name.
     """
     root = Path(root)
+    task = normalize_task(task) if task else None
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder not found")
     mapping = parse_mapping(class_map)

@@ -13,7 +13,7 @@ from pathlib import Path
 from cxrlib.data.adapters._common import (
     AdapterResult, Skips, finish, parse_mapping, patient, read_table, require_columns, source_row,
 )
-from cxrlib.data.taxonomy import task_classes
+from cxrlib.data.taxonomy import normalize_task, task_classes
 
 
 def build_manifest(root, task=None, csv: str = "metadata.csv", path_column: str = "path",
@@ -43,6 +43,7 @@ def build_manifest(root, task=None, csv: str = "metadata.csv", path_column: str 
         encoding: text encoding of the CSV.
     """
     root = Path(root)
+    task = normalize_task(task) if task else None
     table_path = Path(csv) if Path(csv).is_absolute() else root / csv
     if (label_column is None) == (finding_column is None):
         raise ValueError("give exactly one of label_column and finding_column")

@@ -1,0 +1,315 @@
+"""``cxr data ...``: manifests, checks, splits, deduplication, phantoms, experiment manifests.
+
+Exit codes: 0 success; 1 the data has problems (``check`` found errors, leakage after a
+split); 2 bad input (missing file, bad option, unreadable manifest). Bad data never ends in
+a traceback: every expected error is printed as one ``error: ...`` message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlib.data.manifest import ManifestError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CLIError(Exception):
+    """An expected, user-facing error (printed without a traceback)."""
+
+
+def _handled(func):
+    """Run a command; turn expected errors into ``error: ...`` + exit code 2."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (CLIError, ManifestError, FileNotFoundError, ValueError, TypeError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    run.__doc__ = func.__doc__
+    return run
+
+
+def _parse_opts(items: list[str] | None) -> dict:
+    """``key=value`` adapter options; ``true``/``false`` become booleans."""
+    opts = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CLIError(f"--opt {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        low = value.strip().lower()
+        opts[key.strip().replace("-", "_")] = {"true": True, "false": False}.get(low, value)
+    return opts
+
+
+def _read(path: str) -> pd.DataFrame:
+    from cxrlib.data.manifest import read_manifest
+
+    return read_manifest(path)
+
+
+def _print_counts(df: pd.DataFrame, title: str = "") -> None:
+    from cxrlib.data.splits import group_keys
+
+    if title:
+        print(title)
+    col = "label" if "label" in df.columns and (df["label"] != "").any() else "findings"
+    values = df[col] if col == "label" else df[col].str.split("|").explode()
+    print(f"  images: {len(df)}   patients: {group_keys(df).nunique() if len(df) else 0}")
+    for name, n in values.value_counts().items():
+        print(f"  {col} {name}: {n}")
+
+
+# --------------------------------------------------------------------------- commands
+@_handled
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Build a manifest from one dataset in its published layout."""
+    from cxrlib.data.adapters import build_manifest
+    from cxrlib.data.manifest import write_manifest
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise CLIError(f"dataset folder not found: {root}")
+    try:
+        res = build_manifest(args.source, root, task=args.task, **_parse_opts(args.opt))
+    except TypeError as exc:  # unknown adapter option
+        raise CLIError(f"bad option for {args.source}: {exc}") from exc
+    write_manifest(res.manifest, args.output)
+    _print_counts(res.manifest, f"{args.source}: wrote {args.output}")
+    counts = res.skip_counts()
+    print(f"  skipped rows: {int(counts.sum()) if len(counts) else 0}")
+    for reason, n in counts.items():
+        print(f"    {n:6d}  {reason}")
+    for note in res.notes:
+        print(f"  note: {note}")
+    if args.skipped:
+        res.skipped.to_csv(args.skipped, index=False)
+        print(f"  skipped rows written to {args.skipped}")
+    return EXIT_OK
+
+
+@_handled
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a manifest: schema, files, images, duplicates, leakage."""
+    from cxrlib.data.manifest import validate_manifest
+    from cxrlib.data.splits import check_leakage
+    from cxrlib.data.taxonomy import is_multilabel, task_classes
+
+    df = _read(args.manifest)
+    root = Path(args.root)
+    if not root.is_dir():
+        raise CLIError(f"data root not found: {root}")
+    classes = task_classes(args.task) if args.task else None
+    single = bool(args.task) and not is_multilabel(args.task)
+    problems = validate_manifest(df, root=root, classes=classes if single else None, require_label=single,
+                                 check_images=args.images, name=args.manifest)
+    pairs = _duplicates_for_check(df, root, args, problems)
+    problems += check_leakage(df, pairs)
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity != "error"]
+    for p in problems[: args.limit]:
+        print(f"{args.manifest}: {p}")
+    if len(problems) > args.limit:
+        print(f"... and {len(problems) - args.limit} more (use --limit)")
+    _print_counts(df, f"summary of {args.manifest}:")
+    for col in ("split", "fold"):
+        if col in df.columns:
+            print(f"  {col}: " + ", ".join(f"{k or '(empty)'} {v}" for k, v in df[col].value_counts().sort_index().items()))
+    if pairs is not None:
+        print(f"  duplicate pairs: {len(pairs)} ({(pairs['kind'] == 'exact').sum()} exact)")
+    print(f"  {len(errors)} error(s), {len(warnings)} warning(s)")
+    return EXIT_PROBLEMS if errors else EXIT_OK
+
+
+def _duplicates_for_check(df, root, args, problems):
+    """Duplicate pairs among rows whose file exists (hashing needs --duplicates or hash columns)."""
+    from cxrlib.data.dedup import add_hashes, find_duplicates
+    from cxrlib.data.manifest import Problem
+
+    has_hashes = {"sha1", "phash"} <= set(df.columns) and (df["phash"] != "").all()
+    if not (args.duplicates or has_hashes):
+        return None
+    ok = df[[(root / p).is_file() for p in df["path"]]].reset_index(drop=True)
+    if args.duplicates:
+        try:
+            ok = add_hashes(ok, root)
+        except ValueError as exc:
+            problems.append(Problem(None, "path", str(exc)))
+            return None
+    pairs = find_duplicates(ok, root=root if args.duplicates or args.images else None)
+    for a, b, kind in zip(pairs["path_a"], pairs["path_b"], pairs["kind"]):
+        problems.append(Problem(None, "path", f"{kind} duplicate images: {a} and {b}", severity="warning"))
+    return pairs
+
+
+@_handled
+def cmd_split(args: argparse.Namespace) -> int:
+    """Add patient-grouped, class-stratified folds and/or a hold-out split."""
+    from cxrlib.data.manifest import write_manifest
+    from cxrlib.data.splits import check_leakage, holdout_split, kfold_split, split_summary
+
+    df = _read(args.manifest)
+    if not args.folds and not args.test_size and not args.val_size:
+        raise CLIError("nothing to do: give --folds K and/or --test-size/--val-size")
+    if args.folds:
+        df = kfold_split(df, args.folds, seed=args.seed, label_col=args.label_col)
+    if args.test_size or args.val_size:
+        df = holdout_split(df, args.test_size, args.val_size, seed=args.seed, label_col=args.label_col,
+                           keep_existing_test=not args.ignore_existing_test)
+    problems = check_leakage(df)
+    if problems:
+        for p in problems[:20]:
+            print(f"leakage: {p}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    write_manifest(df, args.output)
+    print(f"wrote {args.output}")
+    for col in ("fold", "split"):
+        if col in df.columns and (df[col] != "").any():
+            print(split_summary(df, col, args.label_col).to_string())
+    return EXIT_OK
+
+
+@_handled
+def cmd_dedup(args: argparse.Namespace) -> int:
+    """Merge manifests, find exact and near duplicates, keep one image per group."""
+    from cxrlib.data.dedup import add_hashes, drop_duplicates, find_duplicates
+    from cxrlib.data.manifest import write_manifest
+
+    frames = [_read(m) for m in args.manifests]
+    df = pd.concat(frames, ignore_index=True).fillna("")
+    root = Path(args.root)
+    if not root.is_dir():
+        raise CLIError(f"data root not found: {root}")
+    dup = df["path"].duplicated()
+    if dup.any():
+        raise CLIError(f"the manifests list {int(dup.sum())} path(s) twice, e.g. {df.loc[dup, 'path'].iloc[0]}")
+    df = add_hashes(df, root, progress=args.progress)
+    pairs = find_duplicates(df, root=root, max_distance=args.max_distance, min_correlation=args.min_correlation,
+                            cross_source_only=args.cross_source_only)
+    prefer = tuple(s for s in (args.prefer or "").split(",") if s)
+    kept, removed = drop_duplicates(df, pairs, prefer=prefer)
+    write_manifest(kept, args.output)
+    print(f"{len(df)} images, {len(pairs)} duplicate pair(s) "
+          f"({(pairs['source_a'] != pairs['source_b']).sum()} across sources); removed {len(removed)}; "
+          f"wrote {len(kept)} rows to {args.output}")
+    for (sa, sb, kind), n in pairs.groupby(["source_a", "source_b", "kind"]).size().items():
+        print(f"  {sa} / {sb} {kind}: {n}")
+    if args.report:
+        pairs.to_csv(args.report, index=False)
+        print(f"pairs written to {args.report}")
+    return EXIT_OK
+
+
+@_handled
+def cmd_phantoms(args: argparse.Namespace) -> int:
+    """Generate the synthetic phantom dataset (images + masks + manifest)."""
+    try:
+        from cxrlib.data.phantoms import generate_phantoms
+    except ImportError as exc:
+        raise CLIError(f"phantom generator not available: {exc}") from exc
+    kwargs = dict(seed=args.seed, shortcut_strength=args.shortcut_strength)
+    if args.size:
+        kwargs["image_size"] = args.size
+    path = generate_phantoms(args.out_dir, args.task, args.n, **kwargs)
+    _print_counts(_read(str(path)), f"wrote {path}")
+    return EXIT_OK
+
+
+@_handled
+def cmd_build_manifests(args: argparse.Namespace) -> int:
+    """Regenerate data_manifests/ from a data root of downloaded collections."""
+    from cxrlib.data.build import build_all
+
+    overrides = {}
+    for item in args.dir or []:
+        if "=" not in item:
+            raise CLIError(f"--dir {item!r} is not of the form source=folder")
+        key, value = item.split("=", 1)
+        overrides[key] = value
+    build_all(args.data_root, args.output, recipes=args.recipe or None, seed=args.seed, folds=args.folds,
+              test_size=args.test_size, val_size=args.val_size, overrides=overrides)
+    print(f"wrote {args.output}/README.md")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+def register(subparsers) -> None:
+    """Add ``cxr data ...`` to the ``cxr`` command."""
+    from cxrlib.data.adapters import ADAPTERS
+    from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
+    from cxrlib.data.taxonomy import TASKS
+
+    tasks = sorted(set(TASKS) | {t.replace("_", "-") for t in TASKS} | {"source"})
+    data = subparsers.add_parser("data", help="manifests, checks, splits, deduplication, phantoms")
+    sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data.set_defaults(func=lambda a: (data.print_help(), EXIT_BAD_INPUT)[1])
+
+    p = sub.add_parser("manifest", help="manifest of one dataset in its published layout")
+    p.add_argument("source", choices=sorted(ADAPTERS))
+    p.add_argument("root", help="the dataset folder")
+    p.add_argument("-o", "--output", required=True, help="manifest CSV to write")
+    p.add_argument("--task", choices=tasks, help="map labels to this task (default: findings only)")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="adapter option, e.g. csv=table.csv, class_map=COVID:covid19 (repeatable)")
+    p.add_argument("--skipped", metavar="CSV", help="also write the skipped rows with their reasons")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("check", help="schema, files, images, duplicates, leakage; exit 1 on any error")
+    p.add_argument("manifest")
+    p.add_argument("--root", required=True, help="data root the paths are relative to")
+    p.add_argument("--task", choices=tasks, help="check labels against this task's classes")
+    p.add_argument("--images", action="store_true", help="also decode every image")
+    p.add_argument("--duplicates", action="store_true", help="hash every image to find duplicates (slow)")
+    p.add_argument("--limit", type=int, default=50, help="problems to print (default 50)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("split", help="patient-grouped, class-stratified folds / hold-out split")
+    p.add_argument("manifest")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--folds", type=int, default=0, help="number of folds (fold column)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-size", type=float, default=0.0, help="hold-out test fraction (split column)")
+    p.add_argument("--val-size", type=float, default=0.0, help="hold-out validation fraction")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--ignore-existing-test", action="store_true", help="redraw rows already marked test")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("dedup", help="merge manifests and remove duplicate images")
+    p.add_argument("manifests", nargs="+")
+    p.add_argument("--root", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--report", help="CSV of the duplicate pairs found")
+    p.add_argument("--prefer", help="sources to keep first, comma-separated")
+    p.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
+                   help=f"phash bits of near-duplicate candidates (default {DEFAULT_MAX_DISTANCE})")
+    p.add_argument("--min-correlation", type=float, default=DEFAULT_MIN_CORRELATION,
+                   help=f"thumbnail correlation to confirm a near duplicate (default {DEFAULT_MIN_CORRELATION})")
+    p.add_argument("--cross-source-only", action="store_true")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("phantoms", help="generate synthetic chest radiograph phantoms")
+    p.add_argument("out_dir")
+    p.add_argument("--task", required=True, choices=["source", "paper-a", "paper-b", "paper_a", "paper_b",
+                                                     "nih14", "paper-b-viral", "paper_b_viral"])
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+    p.add_argument("--shortcut-strength", type=float, default=0.0,
+                   help="probability that a burnt-in text marker agrees with the class")
+    p.set_defaults(func=cmd_phantoms)
+
+    p = sub.add_parser("build-manifests", help="regenerate data_manifests/ from downloaded collections")
+    p.add_argument("data_root")
+    p.add_argument("-o", "--output", default="data_manifests")
+    p.add_argument("--recipe", action="append", help="recipe name (repeatable; default all)")
+    p.add_argument("--dir", action="append", metavar="SOURCE=FOLDER", help="collection stored under another name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--test-size", type=float, default=0.2)
+    p.add_argument("--val-size", type=float, default=0.1)
+    p.set_defaults(func=cmd_build_manifests)
