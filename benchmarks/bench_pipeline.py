@@ -1,0 +1,171 @@
+"""Benchmark of the tf.data pipeline on full-resolution real chest X-rays (not a test).
+
+Measures, in one run on the same files and the same output size:
+
+1. decode + resize throughput (images/s) of :func:`cxrlib.data.pipeline.make_dataset`
+   versus a plain PIL + NumPy loader (open, convert, aspect-preserving pad-resize with
+   ``PIL.ImageOps.pad``, ``np.asarray``), one file after the other;
+2. training throughput of a compact DenseNet (``keras.applications.densenet.DenseNet`` with
+   small blocks, ``weights=None``) fed by the pipeline (no cache, and memory cache) versus
+   the same model fed from in-memory tensors. The ratio is the pipeline's overhead.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--root ../shared/data/fullres-sample]
+        [--size 64] [--repeats 3] [--copies 4] [--epochs 3]
+
+The default root is the real sample beside the checkout (``../shared/data/fullres-sample``:
+16 NIH PNGs at 1024 px and 16 COVID-19 collection JPEG/PNG images up to ~2,800 px, in
+gray, RGB and RGBA). Timings on a shared machine vary; compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cxrlib import runtime
+from cxrlib.data import pipeline as P
+from cxrlib.data.manifest import new_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "fullres-sample"
+CLASSES = ("normal", "pneumonia", "covid19")
+
+
+def sample_manifest(root: Path, copies: int):
+    """Manifest over every image under ``root``, each listed ``copies`` times, cycling labels."""
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    if not files:
+        sys.exit(f"no images under {root}")
+    rows = [dict(path=f, patient_id=str(i), source="bench", view="", findings="",
+                 label=CLASSES[i % len(CLASSES)]) for i, f in enumerate(files * copies)]
+    return new_manifest(rows), files
+
+
+def pil_loader(root: Path, files, size: int) -> np.ndarray:
+    """The plain baseline: PIL decode, RGB, pad-resize (bilinear), float32 array [N, H, W, 3]."""
+    out = np.empty((len(files), size, size, 3), np.float32)
+    for i, f in enumerate(files):
+        with Image.open(root / f) as im:
+            im = im.convert("RGB")
+            out[i] = np.asarray(ImageOps.pad(im, (size, size), method=Image.BILINEAR, color=0), np.float32)
+    return out
+
+
+def best_rate(fn, n_images: int, repeats: int) -> float:
+    """Images/s of the fastest of ``repeats`` calls of ``fn`` (the least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n_images / best
+
+
+def compact_densenet(size: int):
+    """The project's compact DenseNet (keras.applications DenseNet builder, blocks 2-2-2-2)."""
+    from cxrlib.models import build_model
+
+    return build_model("compact_densenet", (size, size, 3), len(CLASSES), "softmax", weights=None)
+
+
+class EpochTimer:
+    """Keras callback recording the wall time of every epoch."""
+
+    def __new__(cls):
+        import tensorflow as tf
+
+        class _Timer(tf.keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._t0)
+
+        return _Timer()
+
+
+def train_rate(make_model, fit_args: dict, n_images: int, epochs: int) -> float:
+    """Images/s of ``model.fit`` over ``epochs`` epochs after a first (graph-building) epoch."""
+    runtime.set_seed(0, deterministic=False)
+    model = make_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    timer = EpochTimer()
+    model.fit(**fit_args, epochs=epochs + 1, callbacks=[timer], verbose=0)
+    return n_images * epochs / sum(timer.times[1:])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="decode timing: best of this many passes")
+    ap.add_argument("--copies", type=int, default=4, help="training: each file this many times per epoch")
+    ap.add_argument("--epochs", type=int, default=3, help="training: timed epochs after the first")
+    args = ap.parse_args(argv)
+    import tensorflow as tf
+
+    root = args.root.resolve()
+    df1, files = sample_manifest(root, 1)
+    n = len(files)
+    sizes = [Image.open(root / f).size for f in files]
+    print(f"data: {n} files under {root}, {sum(w * h for w, h in sizes) / n / 1e6:.2f} Mpx mean, "
+          f"largest {max(sizes, key=lambda s: s[0] * s[1])}; output {args.size}x{args.size}x3")
+    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}; TF {tf.__version__}")
+
+    # 1. decode + resize -------------------------------------------------------------
+    def run_pipeline():
+        ds = P.make_dataset(df1, root, CLASSES, args.size, backbone=None, batch_size=args.batch, check=False)
+        for _ in ds:
+            pass
+
+    t0 = time.perf_counter()
+    P.make_dataset(df1, root, CLASSES, args.size, backbone=None, check=True)
+    scan_rate = n / (time.perf_counter() - t0)
+    run_pipeline()  # warm-up: tracing of the map functions
+    pipe = best_rate(run_pipeline, n, args.repeats)
+    pil = best_rate(lambda: pil_loader(root, files, args.size), n, args.repeats)
+    x_pipe = P.load_images(df1, root, args.size, check=False)
+    x_pil = pil_loader(root, files, args.size)
+    print("\n1. decode + pad-resize to %d px (images/s, best of %d)" % (args.size, args.repeats))
+    print(f"   tf.data pipeline (parallel map, JPEG DCT scaling):  {pipe:8.1f}")
+    print(f"   plain PIL + NumPy loader (sequential):             {pil:8.1f}")
+    print(f"   ratio pipeline / PIL:                               {pipe / pil:8.2f}x")
+    print(f"   bad-image scan (check=True, full PIL decode, threads): {scan_rate:5.1f} images/s")
+    print(f"   mean |pipeline - PIL| pixel difference: {np.abs(x_pipe - x_pil).mean():.2f} grey levels "
+          "(different resampling filters)")
+
+    # 2. training throughput -----------------------------------------------------------
+    df, _ = sample_manifest(root, args.copies)
+    n_train = len(df)
+    make_model = lambda: compact_densenet(args.size)  # noqa: E731
+    common = dict(image_size=args.size, batch_size=args.batch, check=False)
+    ds_nocache = P.make_dataset(df, root, CLASSES, **common)
+    ds_cache = P.make_dataset(df, root, CLASSES, cache="memory", **common)
+    x_mem = P.load_images(df, root, args.size, backbone="compact_densenet", check=False)
+    y_mem = P.encode_targets(df, CLASSES)
+    r_mem = train_rate(make_model, dict(x=x_mem, y=y_mem, batch_size=args.batch), n_train, args.epochs)
+    r_nocache = train_rate(make_model, dict(x=ds_nocache), n_train, args.epochs)
+    r_cache = train_rate(make_model, dict(x=ds_cache), n_train, args.epochs)
+    print(f"\n2. training compact DenseNet (cxrlib.models, blocks 2-2-2-2, weights=None, {args.size} px, batch {args.batch}, "
+          f"{n_train} images/epoch, {args.epochs} timed epochs after the first; images/s)")
+    print(f"   in-memory tensors:                 {r_mem:8.1f}")
+    print(f"   pipeline, no cache (decode/epoch): {r_nocache:8.1f}   ratio to in-memory {r_nocache / r_mem:.2f}")
+    print(f"   pipeline, memory cache:            {r_cache:8.1f}   ratio to in-memory {r_cache / r_mem:.2f}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
