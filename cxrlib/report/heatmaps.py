@@ -58,7 +58,8 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
     fold = heatmap_fold(cfg)
     test = target[target["split"] == "test"] if fold == HOLDOUT else target[target["fold"].astype(str) == str(fold)]
     if "mask_path" in test.columns and (test["mask_path"] != "").any():
-        test = test[test["mask_path"] != ""]
+        # scorable images: a mask file and a lesion (normal images have none by definition)
+        test = test[(test["mask_path"] != "") & (test["label"] != "normal")]
     if len(test) == 0:
         raise ValueError(f"no test image to explain on fold {fold}")
     labels = list(dict.fromkeys(test["label"]))

@@ -99,6 +99,15 @@ Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {
 <h2>Configuration</h2>
 <details><summary>resolved config (<a href="config.yaml">config.yaml</a>)</summary><pre>{{ config_text }}</pre></details>
 <p class="meta">Written by cxrlib {{ version }} · <code>cxr run {{ config_file }}</code></p>
+<script>
+// Mark each image as loaded or broken once the page has loaded (read by the browser test).
+window.addEventListener("load", function () {
+  document.querySelectorAll("img").forEach(function (im) {
+    im.dataset.loaded = (im.complete && im.naturalWidth > 0) ? "ok" : "broken";
+  });
+  document.body.dataset.imagesChecked = "1";
+});
+</script>
 </body></html>
 """, autoescape=True)
 
@@ -111,6 +120,16 @@ def _num(v: Any) -> str:
     return "" if math.isnan(f) else repr(f)
 
 
+def _shown_path(path: str) -> str:
+    """A config path as a user would type it: relative to the repository when inside it."""
+    from cxrlib.report.runner import REPO_ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
 def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     records = info.get("stages", {})
@@ -121,7 +140,7 @@ def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
         if rec.get("skipped_at") and status == "done":
             status = "done"
         rows.append({
-            "id": sid, "label": rec.get("label", ""), "status": status,
+            "id": sid, "label": rec.get("label") or info.get("labels", {}).get(sid, ""), "status": status,
             "seconds": rec.get("seconds", ""),
             "html": html_rel if (run_dir / html_rel).is_file() else "",
             "ipynb": nb_rel if (run_dir / nb_rel).is_file() else "",
@@ -197,7 +216,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,
-        config_file=os.path.relpath(cfg["config_file"], Path.cwd()) if cfg.get("config_file") else "",
+        config_file=_shown_path(cfg.get("config_file", "")),
     )
 
 

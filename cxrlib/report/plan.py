@@ -117,7 +117,8 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
     need_source = any(uses_source(n, o) for n, o in strategies.items())
     if need_source:
         stages.append(Stage("02_source_pretraining", "source", NOTEBOOKS["source"],
-                            depends=("01_data",), label="source pretraining (NIH-style, 14 findings)",
+                            depends=("01_data",),
+                            label=f"source pretraining ({(cfg.get('source') or {}).get('task', 'nih14')})",
                             weight=_train_weight(cfg, "source", "source")))
     k = cfg["split"].get("k")
     transfer_ids: list[str] = []

@@ -241,7 +241,9 @@ def describe_failure(exc: Exception, notebook: Path) -> str:
         import re
 
         tb = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", line) for line in (exc.traceback or []))
-        tail = "\n".join(tb.strip().splitlines()[-12:])
+        lines = [ln for ln in tb.strip().splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+        # where in the notebook's cell it failed (first lines) and the innermost frames (last)
+        tail = "\n".join(lines[:4] + (["    ..."] if len(lines) > 14 else []) + lines[max(4, len(lines) - 10):])
         return (f"cell {exc.exec_count} of {notebook.name} raised {exc.ename}: {exc.evalue}\n"
                 f"{tail}\n(partially executed notebook kept: {notebook})")
     return f"{notebook.name}: {type(exc).__name__}: {exc}\n(notebook kept: {notebook})"
@@ -334,7 +336,8 @@ def prepare_run(cfg: Mapping[str, Any], out: str | os.PathLike, run_id: str | No
     }
     info.update(status="running", updated=now_iso(), python=sys.executable,
                 data_root=str(Path(data_root).resolve()) if data_root else "",
-                plan=[s.id for s in build_plan(cfg)])
+                plan=[s.id for s in build_plan(cfg)],
+                labels={s.id: s.label for s in build_plan(cfg)})
     write_json(run_dir / "run.json", info)
     update_latest_link(run_dir)
     return run_dir, resumed, info

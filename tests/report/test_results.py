@@ -1,0 +1,92 @@
+"""Result tables and the index page's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from bs4 import BeautifulSoup
+
+from cxrlib.report.index import write_index
+from cxrlib.report.progress import Progress, format_seconds
+from cxrlib.report.results import format_mean_std, paper_comparison, summarize, write_results
+
+
+def _toy_run(tmp_path: Path) -> tuple[Path, dict]:
+    cfg = {
+        "name": "toy", "title": "Toy", "task": "paper_a",
+        "paper": {"short": "A", "claims": [
+            {"metric": "accuracy", "value": 0.9013, "std": 0.0014, "strategy": "b"},
+            {"metric": "accuracy", "value": 0.5, "strategy": "missing"}]},
+        "data": {"kind": "phantoms"}, "split": {"kind": "kfold", "k": 3},
+        "strategies": {"a": {}, "b": {}},
+    }
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    for s in ("a", "b"):
+        for f in range(3):
+            d = run / "stages" / f"03_transfer-{s}-fold{f}"
+            d.mkdir(parents=True)
+            acc = float(rng.uniform(0.5, 0.9))
+            m = {"test": {"accuracy": acc, "macro_f1": acc - 0.1, "n": 10, "per_class": {},
+                          "confusion_matrix": [[1, 0], [0, 1]]}}
+            (d / "metrics.json").write_text(json.dumps(m))
+    return run, cfg
+
+
+def test_summary_is_mean_and_sample_std_of_the_folds(tmp_path: Path):
+    run, cfg = _toy_run(tmp_path)
+    tables = write_results(run, cfg)
+    for s in ("a", "b"):
+        accs = [json.loads((run / "stages" / f"03_transfer-{s}-fold{f}" / "metrics.json").read_text())
+                ["test"]["accuracy"] for f in range(3)]
+        row = tables["summary"].query("strategy == @s and metric == 'accuracy'").iloc[0]
+        assert row["mean"] == np.mean(accs) and math.isclose(row["std"], np.std(accs, ddof=1))
+        assert row["n"] == 3
+    comp = tables["paper_comparison"]
+    assert comp.loc[0, "published"] == 0.9013 and comp.loc[0, "this_run"] == tables["summary"].query(
+        "strategy == 'b' and metric == 'accuracy'")["mean"].iloc[0]
+    assert not comp.loc[0, "same_data"] and "phantom" in comp.loc[0, "data"]
+    assert math.isnan(comp.loc[1, "this_run"]) and "no 'accuracy'" in comp.loc[1, "note"]
+
+
+def test_index_shows_the_csv_numbers(tmp_path: Path):
+    run, cfg = _toy_run(tmp_path)
+    tables = write_results(run, cfg)
+    (run / "config.yaml").write_text(json.dumps(cfg))
+    (run / "run.json").write_text(json.dumps({"experiment": "toy", "run_id": "r1", "status": "complete",
+                                              "plan": ["01_data"], "stages": {}}))
+    soup = BeautifulSoup(write_index(run).read_text(), "html.parser")
+    cells = soup.select("#paper-comparison td[data-col=this_run]")
+    assert float(cells[0]["data-value"]) == tables["paper_comparison"].loc[0, "this_run"]
+    assert cells[0].get_text() == format_mean_std(tables["paper_comparison"].loc[0, "this_run"],
+                                                  tables["paper_comparison"].loc[0, "this_run_std"])
+    assert "different data" in soup.select_one("#paper-comparison").get_text()
+    summary = tables["summary"].set_index(["strategy", "metric"])
+    for row in soup.select("#strategy-summary tr")[1:]:
+        strategy = row.find("td").get_text()
+        for td in row.select("td[data-metric]"):
+            assert float(td["data-value"]) == summary.loc[(strategy, td["data-metric"]), "mean"]
+
+
+def test_paper_comparison_without_results_is_nan_not_zero():
+    cfg = {"name": "x", "data": {"kind": "real", "source": {}, "target": {"adapters": [{"adapter": "nih"}]}},
+           "paper": {"claims": [{"metric": "accuracy", "value": 0.9, "strategy": "s"}]}}
+    comp = paper_comparison(cfg, summarize(pd.DataFrame(columns=["strategy", "fold", "metric", "value"])))
+    assert math.isnan(comp.loc[0, "this_run"]) and comp.loc[0, "n"] == 0
+
+
+def test_progress_estimates_remaining_from_measured_rate():
+    import io
+
+    p = Progress({"a": 1.0, "b": 3.0}, stream=io.StringIO(), heartbeat=0)
+    assert p.remaining() is None
+    p.stage_started("a", "A")
+    p.stage_finished("a", "A", seconds=10.0)
+    assert p.remaining() == 30.0  # 3 units left at 10 s per unit
+    p.stage_finished("b", "B", seconds=0.0, status="skipped")
+    assert p.remaining() == 0.0
+    assert format_seconds(75.3) == "1:15" and format_seconds(3725) == "1:02:05" and format_seconds(None) == "?"
