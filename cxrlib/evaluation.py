@@ -357,9 +357,7 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
     Returns:
         The matplotlib Figure.
     """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # no backend switch: notebooks keep their inline backend
     import seaborn as sns
 
     if isinstance(histories, pd.DataFrame):

@@ -77,7 +77,7 @@ NO_FINDING = "No Finding"
 
 STAGE_DEFAULTS: dict[str, Any] = {
     "name": None,
-    "task": "paper_a",
+    "task": None,
     "manifest": None,
     "root": None,
     "strategy": "scratch",
@@ -139,6 +139,9 @@ def resolve_config(config: Mapping[str, Any] | None = None, **overrides) -> dict
         raise ValueError("stage config needs 'manifest' (path of a manifest CSV)")
     cfg["manifest"] = str(Path(cfg["manifest"]).resolve())
     cfg["root"] = str(Path(cfg["root"]).resolve()) if cfg["root"] else str(Path(cfg["manifest"]).parent)
+    if not cfg["task"]:
+        raise ValueError("stage config needs 'task' (paper_a, paper_b, paper_b_viral, nih14 or "
+                         "normal_disease): the output classes cannot be guessed from the labels")
     if cfg["task"] != "normal_disease":
         cfg["task"] = normalize_task(cfg["task"])
     transfer.check_strategy(cfg["strategy"])
@@ -184,9 +187,7 @@ def prepare_frame(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[dict]]:
     task = cfg["task"]
     if task == "normal_disease":
         df = df.assign(label=[_normal_disease(v) for v in df["findings"]])
-    elif is_multilabel(task):
-        df = df.assign(label=[_normal_disease(v) for v in df["findings"]])  # for stratified splits
-    else:
+    elif not is_multilabel(task):
         empty = df["label"] == ""
         if empty.any():
             excluded.append({"reason": f"empty label (not part of task {task})", "n": int(empty.sum())})
@@ -201,7 +202,8 @@ def prepare_frame(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[dict]]:
             df = df[~hit]
     if cfg["max_images"] and len(df) > int(cfg["max_images"]):
         frac = int(cfg["max_images"]) / len(df)
-        keep = df.groupby("label", group_keys=False).sample(frac=frac, random_state=cfg["split_seed"])
+        strata = df["findings"].map(_normal_disease) if stage_classes(task)[1] else df["label"]
+        keep = df.groupby(strata, group_keys=False).sample(frac=frac, random_state=cfg["split_seed"])
         excluded.append({"reason": f"subsampled to max_images={cfg['max_images']} (class-stratified)",
                          "n": int(len(df) - len(keep))})
         df = keep.sort_index()
@@ -482,7 +484,8 @@ def cross_validate(config: Mapping[str, Any], out_dir: str | os.PathLike, k: int
     rows, preds, hists = [], [], []
     for f in (folds if folds is not None else range(k)):
         fold_dir = out / f"fold{f}"
-        m = run_stage({**dict(config), "manifest": manifest, "fold": int(f)}, fold_dir, overwrite=overwrite)
+        m = run_stage({**dict(config), "manifest": manifest, "root": cfg["root"], "fold": int(f)}, fold_dir,
+                      overwrite=overwrite)
         rows.append({"fold": int(f), **evaluation.scalar_metrics(m["test"]), "best_epoch": m["best_epoch"]})
         p = pd.read_csv(fold_dir / "predictions.csv", keep_default_na=False)
         preds.append(p.assign(fold=int(f)))

@@ -1,0 +1,143 @@
+"""Stage runners end to end on a tiny synthetic image set (32 px, 1 epoch), and a patient-
+grouped 5-fold run of paper A's 4-class task on the real sample data (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxrlib import experiment, models
+from cxrlib.data.manifest import write_manifest
+from cxrlib.data.taxonomy import NIH_FINDINGS
+
+TRAIN = {"epochs": 1, "verbose": 0, "tensorboard": False, "early_stopping": 0, "lr_schedule": None}
+COMMON = {"backbone": "compact_densenet", "image_size": 32, "batch_size": 8, "bootstrap": 50, "train": TRAIN}
+
+
+def _image(rng, bright_box: int) -> Image.Image:
+    a = rng.integers(0, 120, size=(40, 40)).astype(np.uint8)
+    if bright_box >= 0:  # a class-dependent bright square
+        r, c = divmod(bright_box, 3)
+        a[r * 12:r * 12 + 12, c * 12:c * 12 + 12] = 230
+    return Image.fromarray(a, mode="L")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """root with a source (multi-label NIH findings) and a target (paper_b) manifest."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "img").mkdir()
+    rng = np.random.default_rng(0)
+    src, tgt = [], []
+    findings = ["No Finding", "Pneumonia", "Effusion|Pneumonia", "Cardiomegaly"]
+    for i in range(40):
+        f = findings[i % 4]
+        path = f"img/s{i}.png"
+        _image(rng, 1 if "Pneumonia" in f else (4 if f == "Cardiomegaly" else -1)).save(root / path)
+        src.append({"path": path, "patient_id": f"sp{i // 2}", "source": "nih", "view": "PA",
+                    "findings": f, "label": ""})
+    labels = ["normal", "pneumonia", "covid19"]
+    for i in range(48):
+        lab = labels[i % 3]
+        path = f"img/t{i}.png"
+        _image(rng, {"normal": -1, "pneumonia": 1, "covid19": 7}[lab]).save(root / path)
+        tgt.append({"path": path, "patient_id": f"tp{i // 2}", "source": "tiny", "view": "PA",
+                    "findings": "", "label": lab})
+    write_manifest(pd.DataFrame(src), root / "source.csv")
+    write_manifest(pd.DataFrame(tgt), root / "target.csv")
+    return root
+
+
+def test_source_then_twice_with_neuron_keeping(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setitem(experiment.STAGE_DEFAULTS, "backbone", "compact_densenet")
+    src_dir = tmp_path / "source"
+    # compact_densenet has no ImageNet weights: the first step of 'twice' starts from scratch
+    m = experiment.run_source_stage(tiny / "source.csv", src_dir, source_task="nih14", init="imagenet",
+                                    **COMMON)
+    assert m["init"]["init"] == "scratch (imagenet unavailable)"
+    assert "macro_auroc" in m["test"] and set(m["test"]["per_class"]) == set(NIH_FINDINGS)
+    for name in ("model.h5", "history.csv", "config.json", "metrics.json", "predictions.csv"):
+        assert (src_dir / name).is_file(), name
+    cfg = json.loads((src_dir / "config.json").read_text())
+    assert cfg["classes"] == list(NIH_FINDINGS) and cfg["multi_label"] and cfg["status"] == "done"
+    assert cfg["init"]["imagenet_weights"].startswith("unavailable")
+
+    tgt_dir = tmp_path / "twice_onk"
+    t = experiment.run_target_stage("twice", tiny / "target.csv", tgt_dir, source_dir=src_dir,
+                                    keep_neurons="default", task="paper_b", **COMMON)
+    assert t["init"]["kept_neurons"][0]["source"] == "Pneumonia"
+    assert t["init"]["kept_neurons"][0]["target"] == "pneumonia"
+    assert t["n"]["train"] + t["n"]["val"] + t["n"]["test"] == 48
+    preds = pd.read_csv(tgt_dir / "predictions.csv", keep_default_na=False)
+    assert list(preds.columns) == ["path", "patient_id", "label", "prob_normal", "prob_pneumonia",
+                                   "prob_covid19", "pred"]
+    assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
+    hist = pd.read_csv(tgt_dir / "history.csv")
+    assert {"val_macro_f1", "val_recall_covid19"} <= set(hist.columns) and len(hist) == 1
+    assert 0 <= t["test_ci"]["accuracy"]["low"] <= t["test_ci"]["accuracy"]["high"] <= 1
+    # patients never cross train/val/test
+    cfg_t = json.loads((tgt_dir / "config.json").read_text())
+    assert cfg_t["split"].startswith("holdout_split")
+
+    # resume: the same config returns stored metrics without retraining
+    mtime = (tgt_dir / "model.h5").stat().st_mtime_ns
+    again = experiment.run_target_stage("twice", tiny / "target.csv", tgt_dir, source_dir=src_dir,
+                                        keep_neurons="default", task="paper_b", **COMMON)
+    assert again == t and (tgt_dir / "model.h5").stat().st_mtime_ns == mtime
+    with pytest.raises(FileExistsError, match="different config"):
+        experiment.run_target_stage("twice", tiny / "target.csv", tgt_dir, source_dir=src_dir,
+                                    task="paper_b", **COMMON)
+    model, _, _ = experiment.load_stage(tgt_dir)
+    assert models.last_conv_layer_name(model) == "relu"
+
+
+def test_cross_validate_and_compare(tiny, tmp_path):
+    common = {**COMMON, "backbone": "plain_cnn", "task": "paper_b", "manifest": str(tiny / "target.csv")}
+    dirs = {}
+    for name, lr in (("a", 1e-3), ("b", 3e-3)):
+        d = tmp_path / name
+        summary = experiment.cross_validate({**common, "train": {**TRAIN, "lr": lr}}, d, k=2)
+        s = summary.set_index("metric")
+        assert s.loc["accuracy", "n"] == 2 and np.isfinite(s.loc["accuracy", "std"])
+        folds = pd.read_csv(d / "folds_manifest.csv", keep_default_na=False)
+        per_patient = folds.groupby("patient_id")["fold"].nunique()
+        assert (per_patient == 1).all()  # patient-grouped folds
+        allp = pd.read_csv(d / "predictions_all.csv", keep_default_na=False)
+        assert sorted(allp["path"]) == sorted(folds["path"])  # every image tested exactly once
+        dirs[name] = d
+    res = experiment.compare_strategies(dirs, tmp_path / "cmp")
+    mc = res["mcnemar"]
+    assert len(mc) == 1 and mc.loc[0, "n"] == 48 and 0 <= mc.loc[0, "p_value"] <= 1
+    assert (tmp_path / "cmp" / "learning_curves.png").is_file()
+    assert set(res["comparison"]["strategy"]) == {"a", "b"}
+
+
+def test_config_errors_are_clear(tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown stage option"):
+        experiment.run_stage({"manifest": str(tiny / "target.csv"), "epochs": 3}, tmp_path)
+    with pytest.raises(ValueError, match="needs a complete 'fold' column"):
+        experiment.run_stage({**COMMON, "manifest": str(tiny / "target.csv"), "task": "paper_b", "fold": 1},
+                             tmp_path)
+    with pytest.raises(ValueError, match="needs source_dir"):
+        experiment.run_stage({**COMMON, "manifest": str(tiny / "target.csv"), "task": "paper_b",
+                              "strategy": "twice"}, tmp_path)
+
+
+def test_prepare_frame_grouping_subsample_and_exclusions(tiny):
+    cfg = experiment.resolve_config(manifest=str(tiny / "source.csv"), task="normal_disease", max_images=20)
+    df, excluded = experiment.prepare_frame(cfg)
+    assert len(df) == 20 and set(df["label"]) == {"normal", "disease"}
+    assert (df["label"] == "normal").sum() == 5  # stratified: 10 of 40 are 'No Finding'
+    assert excluded == [{"reason": "subsampled to max_images=20 (class-stratified)", "n": 20}]
+    cfg = experiment.resolve_config(manifest=str(tiny / "target.csv"), task="paper_b",
+                                    exclude_patients_of=str(tiny / "target.csv"))
+    with pytest.raises(ValueError, match="no rows left"):
+        experiment.prepare_frame(cfg)
+    with pytest.raises(ValueError, match="needs 'task'"):
+        experiment.resolve_config(manifest=str(tiny / "target.csv"))
