@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from cxrlib.data.adapters import ADAPTERS
-from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION, add_hashes, drop_duplicates, find_duplicates
+from cxrlib.data.dedup import (
+    DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION, add_hashes, drop_duplicates, find_duplicates, patient_groups,
+)
 from cxrlib.data.manifest import write_manifest
 from cxrlib.data.splits import check_leakage, group_keys, holdout_split, kfold_split
 from cxrlib.data.taxonomy import is_multilabel
@@ -175,11 +177,13 @@ def build_recipe(recipe: Recipe, data_root: Path, folders: dict[str, Path], seed
     pairs = find_duplicates(df, root=data_root, max_distance=max_distance, min_correlation=min_correlation)
     kept, removed = drop_duplicates(df, pairs, prefer=tuple(used))
     skipped.append(pd.DataFrame({"source_row": "", "file": removed["path"], "findings": removed["findings"],
-                                 "reason": "duplicate image (kept: duplicate_of)", "source": removed["source"],
-                                 "duplicate_of": removed["duplicate_of"]}))
-    out = kfold_split(kept, folds, seed=seed)
-    out = holdout_split(out, test_size, val_size, seed=seed)
-    problems = check_leakage(out, pairs)
+                                 "reason": "duplicate of a kept image (see duplicate_of)",
+                                 "source": removed["source"], "duplicate_of": removed["duplicate_of"]}))
+    # patients sharing a duplicate image are one group for splitting
+    kept["patient_group"] = patient_groups(df, pairs)[df["path"].isin(kept["path"])].to_numpy()
+    out = kfold_split(kept, folds, seed=seed, group_col="patient_group")
+    out = holdout_split(out, test_size, val_size, seed=seed, group_col="patient_group")
+    problems = check_leakage(out, pairs) + check_leakage(out, group_col="patient_group")
     if problems:
         raise RuntimeError(f"{recipe.name}: leakage after splitting:\n" + "\n".join(map(str, problems[:20])))
     if not is_multilabel(recipe.task):
@@ -255,7 +259,9 @@ def render_readme(results: list[BuildResult], data_root: Path, settings: dict) -
         "(exact SHA-1 copies and near copies: phash within "
         f"{DEFAULT_MAX_DISTANCE} bits verified by thumbnail correlation >= {DEFAULT_MIN_CORRELATION}; "
         "see `cxrlib/data/dedup.py`), then rows are split by patient (source, patient_id) with "
-        "scikit-learn's StratifiedGroupKFold: `split` = hold-out train/val/test, `fold` = "
+        "scikit-learn's StratifiedGroupKFold (patients that share a duplicate image, e.g. one image "
+        "published under two patient ids or in two collections, form one group: column `patient_group`): "
+        "`split` = hold-out train/val/test, `fold` = "
         f"{settings['folds']}-fold cross-validation over all rows. The leakage check "
         "(`cxr data check`) passes on every file. `<name>.skipped.csv` lists every row left out, "
         "with its reason.",

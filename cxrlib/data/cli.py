@@ -109,6 +109,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                                  check_images=args.images, name=args.manifest)
     pairs = _duplicates_for_check(df, root, args, problems)
     problems += check_leakage(df, pairs)
+    if "patient_group" in df.columns:  # patients merged by shared images (cxr data build-manifests)
+        problems += check_leakage(df, group_col="patient_group")
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity != "error"]
     for p in problems[: args.limit]:

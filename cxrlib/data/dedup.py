@@ -199,12 +199,9 @@ def find_duplicates(df: pd.DataFrame, root: str | os.PathLike | None = None,
     return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
 
 
-def duplicate_groups(paths, pairs: pd.DataFrame) -> dict[str, str]:
-    """Connected components of the duplicate graph: path -> group representative path.
-
-    The representative is the member that comes first in ``paths`` order.
-    """
-    order = {p: i for i, p in enumerate(paths)}
+def _components(items: list[str], edges) -> dict[str, str]:
+    """Union-find: item -> representative (the member first in ``items`` order)."""
+    order = {p: i for i, p in enumerate(items)}
     parent = {p: p for p in order}
 
     def find(p: str) -> str:
@@ -213,13 +210,43 @@ def duplicate_groups(paths, pairs: pd.DataFrame) -> dict[str, str]:
             p = parent[p]
         return p
 
-    for a, b in zip(pairs["path_a"], pairs["path_b"]):
+    for a, b in edges:
         if a in parent and b in parent:
             ra, rb = find(a), find(b)
             if ra != rb:
                 keep, drop = (ra, rb) if order[ra] < order[rb] else (rb, ra)
                 parent[drop] = keep
     return {p: find(p) for p in order}
+
+
+def duplicate_groups(paths, pairs: pd.DataFrame) -> dict[str, str]:
+    """Connected components of the duplicate graph: path -> group representative path.
+
+    The representative is the member that comes first in ``paths`` order.
+    """
+    return _components(list(paths), zip(pairs["path_a"], pairs["path_b"]))
+
+
+def patient_groups(df: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
+    """Patient group of every row, merging patients that share a duplicate image.
+
+    An image published twice under two patient ids (or in two collections) means the two
+    ids are, as far as anyone can tell, one patient: all their images must stay on the same
+    side of a split. Returns ``source:patient_id`` of the group's first patient, per row
+    (adapters already write ids as ``source:id``; those are not prefixed twice).
+
+    Args:
+        df: manifest (``source``, ``patient_id``, ``path``).
+        pairs: duplicate pairs from :func:`find_duplicates`.
+    """
+    prefix = df["source"].astype(str) + ":"
+    pid = df["patient_id"].astype(str)
+    key = pd.Series([p if p.startswith(s) else s + p for s, p in zip(prefix, pid)], index=df.index)
+    of_path = dict(zip(df["path"], key))
+    edges = [(of_path[a], of_path[b]) for a, b in zip(pairs["path_a"], pairs["path_b"])
+             if a in of_path and b in of_path]
+    rep = _components(list(dict.fromkeys(key)), edges)
+    return key.map(rep)
 
 
 def drop_duplicates(df: pd.DataFrame, pairs: pd.DataFrame, prefer: tuple[str, ...] = ()

@@ -30,8 +30,11 @@ class LeakageError(ValueError):
 
 
 def group_keys(df: pd.DataFrame, group_col: str = "patient_id") -> pd.Series:
-    """Group key of each row: ``source`` + ``group_col`` (patient ids are unique per source)."""
-    if "source" in df.columns:
+    """Group key of each row: ``source`` + ``patient_id`` (ids are unique per source only).
+
+    Any other ``group_col`` (e.g. ``patient_group``, merged across sources) is used as is.
+    """
+    if group_col == "patient_id" and "source" in df.columns:
         return df["source"].astype(str) + GROUP_SEP + df[group_col].astype(str)
     return df[group_col].astype(str)
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from cxrlib.data.dedup import (
-    add_hashes, drop_duplicates, find_duplicates, hamming_neighbors, hash_bits,
+    add_hashes, drop_duplicates, find_duplicates, hamming_neighbors, hash_bits, patient_groups,
 )
 from cxrlib.data.manifest import new_manifest
 
@@ -105,3 +105,10 @@ def test_real_collections(shared_data, cohen_root, figure1_root, nih_root):
     assert ("AR-1.jpg", "extubation-1.jpg") in names
     cross = pairs[pairs["source_a"] != pairs["source_b"]]
     assert set(zip(cross["source_a"], cross["source_b"])) == {("covid-chestxray", "figure1")}
+
+
+def test_patient_groups_merge_patients_sharing_an_image():
+    df = new_manifest([dict(path=p, patient_id=pid, source=src) for p, pid, src in (
+        ("1.png", "a:1", "a"), ("2.png", "a:1", "a"), ("3.png", "a:2", "a"), ("4.png", "7", "b"), ("5.png", "8", "b"))])
+    pairs = pd.DataFrame({"path_a": ["2.png"], "path_b": ["4.png"]})
+    assert list(patient_groups(df, pairs)) == ["a:1", "a:1", "a:2", "a:1", "b:8"]
