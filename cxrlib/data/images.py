@@ -257,6 +257,10 @@ class ScanReport:
         return f"{self.n_ok} ok, {len(self.bad)} bad, {len(self.warnings)} warning(s)"
 
 
+# modes pil_to_array reads without conversion (others are converted once in the scan to prove they can be)
+_NATIVE_MODES = {"L", "LA", "RGB", "RGBA", "P", "1", "I;16", "I;16B", "I;16L", "CMYK"}
+
+
 def _check_one(path: Path) -> tuple[str | None, str | None, int, str]:
     """Decode one file fully; return (error, warning, decoder route, mode description)."""
     if not path.is_file():
@@ -276,7 +280,9 @@ def _check_one(path: Path) -> tuple[str | None, str | None, int, str]:
             mode = im.mode
             if width == 0 or height == 0:
                 return f"zero-size image ({width}x{height})", None, DECODER_PIL, ""
-            arr = pil_to_array(im)
+            if mode not in _NATIVE_MODES:
+                pil_to_array(im)  # raises for modes that cannot be mapped to 8/16-bit pixels
+            extrema = im.getextrema()  # (min, max), or one pair per band
     except UnidentifiedImageError:
         return f"not an image file (first bytes {head[:8]!r})", None, DECODER_PIL, ""
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
@@ -286,8 +292,10 @@ def _check_one(path: Path) -> tuple[str | None, str | None, int, str]:
     ext = path.suffix.lower()
     if fmt in _EXTENSIONS and ext not in _EXTENSIONS[fmt]:
         warning = f"content is {fmt} but the extension is {ext or '(none)'!r} (decoded by content)"
-    elif arr.min() == arr.max():
-        warning = f"every pixel has the value {arr.flat[0]} (blank image)"
+    else:
+        bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+        if all(lo == hi for lo, hi in bands):
+            warning = f"every pixel has the value {[lo for lo, _ in bands]} (blank image)"
     return None, warning, decoder_for(fmt), f"{fmt} {mode} {width}x{height}"
 
 

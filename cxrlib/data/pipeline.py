@@ -393,16 +393,16 @@ def augment_image(x: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor
 
 
 # ----------------------------------------------------------------------------- datasets
-def _file_list(df: pd.DataFrame, root, check: bool) -> tuple[list[str], list[int]]:
-    """Absolute paths and decoder routes; with ``check`` decode everything first."""
+def _file_list(df: pd.DataFrame, root) -> list[str]:
+    """Absolute image paths of a manifest."""
     if "path" not in df.columns:
         raise ManifestError(_manifest_name(df), [Problem(1, "path", "required column is missing")])
-    root = Path(root)
-    paths = [str(root / p) for p in df["path"].tolist()]
-    if check:
-        report = cxr_images.scan_images(df, root).raise_if_bad()
-        return paths, report.decoders
-    return paths, cxr_images.probe_decoders(paths)
+    return [str(Path(root) / p) for p in df["path"].tolist()]
+
+
+def _check_images(df: pd.DataFrame, root) -> None:
+    """Decode every image once and raise BadImageError naming the bad ones."""
+    cxr_images.scan_images(df, Path(root)).raise_if_bad()
 
 
 def _cache_file(cache, paths: Sequence[str], decoders: Sequence[int], geometry: dict) -> str:
@@ -466,7 +466,8 @@ def make_dataset(
         resize_mode: ``pad``, ``crop`` or ``stretch`` (:func:`resize_image`).
         seed: seed of the shuffle order and of the augmentation.
         check: decode every image first (:func:`cxrlib.data.images.scan_images`) and raise
-            :class:`cxrlib.data.images.BadImageError` naming the bad paths.
+            :class:`cxrlib.data.images.BadImageError` naming the bad paths; skipped when a
+            complete on-disk cache of exactly these files exists (nothing is decoded then).
         shuffle_buffer: cap of the shuffle buffer when caching (default: whole dataset).
         drop_remainder: drop the last incomplete batch.
 
@@ -480,8 +481,16 @@ def make_dataset(
     targets = encode_targets(df, classes, multi_label=multi_label)  # [N, K]; raises first
     preprocess = preprocess_for(backbone) if backbone else None
     aug = _augmentation(augment)
-    paths, decoders = _file_list(df, root, check)
+    paths = _file_list(df, root)
+    decoders = cxr_images.probe_decoders(paths)  # by magic bytes, as the scan decides
     n = len(paths)
+    cache_file = None
+    if cache is not None and cache != "memory":
+        geometry = dict(size=_size_hw(image_size), channels=channels, resize_mode=resize_mode)
+        cache_file = _cache_file(cache, paths, decoders, geometry)
+    # a complete on-disk cache of these exact files needs no decoding, hence no scan
+    if check and not (cache_file and Path(cache_file + ".index").is_file()):
+        _check_images(df, root)
 
     if cache is None and shuffle:
         # shuffle file names (cheap, full buffer) before decoding
@@ -493,11 +502,8 @@ def make_dataset(
         )
     else:
         ds = _image_dataset(paths, decoders, image_size, channels, resize_mode)
-        if cache == "memory":
-            ds = ds.cache()
-        elif cache is not None:
-            geometry = dict(size=_size_hw(image_size), channels=channels, resize_mode=resize_mode)
-            ds = ds.cache(_cache_file(cache, paths, decoders, geometry))
+        if cache is not None:
+            ds = ds.cache(cache_file or "")  # "" = in memory
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(targets)))
         if shuffle:
             ds = ds.shuffle(min(n, shuffle_buffer or n), seed=seed, reshuffle_each_iteration=True)
@@ -546,7 +552,10 @@ def load_images(
     if len(df) == 0:
         return np.zeros((0, th, tw, channels), np.float32)
     preprocess = preprocess_for(backbone) if backbone else None
-    paths, decoders = _file_list(df, root, check)
+    paths = _file_list(df, root)
+    if check:
+        _check_images(df, root)
+    decoders = cxr_images.probe_decoders(paths)
     ds = _image_dataset(paths, decoders, image_size, channels, resize_mode).batch(batch_size)
     if preprocess is not None:
         ds = ds.map(preprocess)

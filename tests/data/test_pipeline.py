@@ -118,7 +118,7 @@ def test_pad_vs_crop_vs_stretch_geometry(tmp_path):
     assert stretch[0, 8] > 250 and stretch[8, 0] < 5
 
 
-def test_disk_cache_is_written_reused_and_invalidated(tmp_path):
+def test_disk_cache_is_written_reused_and_invalidated(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     names = _constant_images(data, 3)
@@ -131,6 +131,10 @@ def test_disk_cache_is_written_reused_and_invalidated(tmp_path):
     assert ids() == [0, 1, 2]
     written = sorted(os.listdir(cache))
     assert any(f.endswith(".index") for f in written)
+    # a complete cache of the same files is not scanned again (nothing is decoded)
+    monkeypatch.setattr(P.cxr_images, "scan_images", lambda *a, **k: pytest.fail("scanned again"))
+    P.make_dataset(df, data, CLASSES, 8, cache=cache, check=True)
+    monkeypatch.undo()
     # overwrite image 0 with image 2's pixels but keep size and mtime: the cache is read
     st = os.stat(data / names[0])
     (data / names[0]).write_bytes((data / names[2]).read_bytes())
