@@ -142,7 +142,8 @@ def _duplicates_for_check(df, root, args, problems):
         except ValueError as exc:
             problems.append(Problem(None, "path", str(exc)))
             return None
-    pairs = find_duplicates(ok, root=root if args.duplicates or args.images else None)
+    verify = args.duplicates or args.images  # pixels read anyway: verify near duplicates on them
+    pairs = find_duplicates(ok, root=root if verify else None, **({} if verify else {"max_distance": 0}))
     for a, b, kind in zip(pairs["path_a"], pairs["path_b"], pairs["kind"]):
         problems.append(Problem(None, "path", f"{kind} duplicate images: {a} and {b}", severity="warning"))
     return pairs

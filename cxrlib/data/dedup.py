@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,10 @@ def find_duplicates(df: pd.DataFrame, root: str | os.PathLike | None = None,
         idx = sorted(idx)
         found.update({(a, b): ("exact", 0, np.nan) for a in idx for b in idx if a < b})
     limit = max_distance if root is not None else min(max_distance, 0)
+    if root is None and max_distance > 0:
+        warnings.warn(f"find_duplicates without root=: near duplicates are only searched at phash distance 0, "
+                      f"not {max_distance} (unverified hash distances merge different chest X-rays; "
+                      "see cxrlib.data.dedup)", stacklevel=2)
     thumbs: dict[int, np.ndarray] = {}
 
     def thumb(i: int) -> np.ndarray:

@@ -69,7 +69,8 @@ def test_find_and_drop_duplicates(copies):
 def test_without_root_only_exact_and_identical_hashes(copies):
     root, df = copies
     hashed = add_hashes(df, root)
-    pairs = find_duplicates(hashed)
+    with pytest.warns(UserWarning, match="only searched at phash distance 0"):
+        pairs = find_duplicates(hashed)
     assert (pairs["distance"] == 0).all()
     with pytest.raises(ValueError, match="add_hashes"):
         find_duplicates(df)
