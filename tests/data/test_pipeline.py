@@ -180,6 +180,23 @@ def test_augmentation_is_seeded_and_varies_per_epoch(tmp_path):
     assert P.Augmentation().horizontal_flip is False
 
 
+def test_zero_augmentation_is_identity_and_flip_only_when_asked(tmp_path):
+    img = np.zeros((16, 16), np.uint8)
+    img[2:14, 1:5] = 250  # bright band on the left only
+    Image.fromarray(img).save(tmp_path / "left.png")
+    df = _manifest(["left.png"] * 12)
+    still = dict(rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
+    raw = P.load_images(df[:1], tmp_path, 16, channels=1)[0]
+
+    def batch(**aug):
+        ds = P.make_dataset(df, tmp_path, CLASSES, 16, channels=1, backbone=None, batch_size=12, augment=aug)
+        return next(iter(ds))[0].numpy()
+
+    np.testing.assert_allclose(batch(**still), np.repeat(raw[None], 12, 0), atol=1e-3)  # no flip by default
+    flipped = [x[8, 2, 0] < 10 and x[8, 13, 0] > 200 for x in batch(**still, horizontal_flip=True)]
+    assert 0 < sum(flipped) < 12
+
+
 def test_bad_image_stops_before_training(tmp_path):
     names = _constant_images(tmp_path, 2)
     (tmp_path / "broken.png").write_bytes(b"not a png")
