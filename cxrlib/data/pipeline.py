@@ -476,6 +476,8 @@ def make_dataset(
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     if len(df) == 0:
         raise ValueError(f"{_manifest_name(df)}: no rows to build a dataset from")
     targets = encode_targets(df, classes, multi_label=multi_label)  # [N, K]; raises first
