@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Both papers' phantom experiments through papermill -> reports/paper_{a,b}/<run>/index.html.
+# The kernelspec install makes notebooks opened in JupyterLab run on this venv's Python too.
 demo: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cxrlib .venv)" >/dev/null
 	$(VENV)/bin/cxr demo
 
 test: $(STAMP)
