@@ -107,6 +107,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     single = bool(args.task) and not is_multilabel(args.task)
     problems = validate_manifest(df, root=root, classes=classes if single else None, require_label=single,
                                  check_images=args.images, name=args.manifest)
+    if args.task and is_multilabel(args.task):
+        problems += _check_findings(df, task_classes(args.task))
     pairs = _duplicates_for_check(df, root, args, problems)
     problems += check_leakage(df, pairs)
     if "patient_group" in df.columns:  # patients merged by shared images (cxr data build-manifests)
@@ -125,6 +127,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  duplicate pairs: {len(pairs)} ({(pairs['kind'] == 'exact').sum()} exact)")
     print(f"  {len(errors)} error(s), {len(warnings)} warning(s)")
     return EXIT_PROBLEMS if errors else EXIT_OK
+
+
+def _check_findings(df, classes) -> list:
+    """Multi-label task: every finding must be one of ``classes`` or ``No Finding``."""
+    from cxrlib.data.manifest import Problem, line_of, split_findings
+
+    allowed = set(classes) | {"No Finding"}
+    problems = []
+    for i, cell in df["findings"].items():
+        unknown = [f for f in split_findings(cell) if f not in allowed]
+        if unknown or not cell:
+            what = f"unknown finding(s) {unknown}" if unknown else "empty findings"
+            problems.append(Problem(line_of(i), "findings", f"{what}; expected NIH findings or 'No Finding'"))
+    return problems
 
 
 def _duplicates_for_check(df, root, args, problems):

@@ -165,3 +165,12 @@ def test_build_manifests_on_tiny_collections(tmp_path, capsys):
     skipped = pd.read_csv(out / "paper_b.skipped.csv")
     assert (skipped["reason"] == "class pneumonia not taken from this source in paper_b").sum() == 4
     assert main(["data", "build-manifests", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+
+
+def test_check_multilabel_findings(folder_dataset, tmp_path, capsys):
+    rows = [dict(path="normal/normal0.png", patient_id="a", source="nih", findings="Effusion|Hernia"),
+            dict(path="normal/normal1.png", patient_id="b", source="nih", findings="Effusion|Flu")]
+    m = tmp_path / "ml.csv"
+    write_manifest(new_manifest(rows), m)
+    assert main(["data", "check", str(m), "--root", str(folder_dataset), "--task", "source"]) == 1
+    assert "line 3, column 'findings': unknown finding(s) ['Flu']" in capsys.readouterr().out
