@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from cxrlib.data import manifest as mf
@@ -101,11 +102,12 @@ def _dedup(source: pd.DataFrame | None, target: pd.DataFrame, root: Path, dcfg: 
         source = add_hashes(source, root)
         parts.append(source.assign(_part="source"))
     both = pd.concat(parts, ignore_index=True).fillna("")
-    pairs = find_duplicates(both, max_distance=int(dcfg.get("max_distance", 6)),
+    pairs = find_duplicates(both, root=root, max_distance=int(dcfg.get("max_distance", 6)),
                             cross_source_only=bool(dcfg.get("cross_source_only", False)))
     part_of = dict(zip(both["path"], both["_part"]))
-    tpairs = pairs[[part_of[a] == "target" and part_of[b] == "target"
-                    for a, b in zip(pairs["path_a"], pairs["path_b"])]]
+    in_target = np.array([part_of[a] == "target" and part_of[b] == "target"
+                          for a, b in zip(pairs["path_a"], pairs["path_b"])], dtype=bool)
+    tpairs = pairs.loc[in_target]
     target_kept, removed_t = drop_duplicates(target, tpairs, prefer=tuple(dcfg.get("prefer", ())))
     removed = [removed_t.assign(part="target", reason="duplicate of another target image")]
     if source is not None:

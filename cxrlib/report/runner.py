@@ -242,8 +242,13 @@ def describe_failure(exc: Exception, notebook: Path) -> str:
 
         tb = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", line) for line in (exc.traceback or []))
         lines = [ln for ln in tb.strip().splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
-        # where in the notebook's cell it failed (first lines) and the innermost frames (last)
-        tail = "\n".join(lines[:4] + (["    ..."] if len(lines) > 14 else []) + lines[max(4, len(lines) - 10):])
+        # where in the notebook's cell it failed ("Cell In[n], line m" and the source line
+        # marked ---->) and the innermost frames with the error itself (last lines)
+        cell = max((i for i, ln in enumerate(lines) if ln.startswith("Cell In[")), default=None)
+        head = []
+        if cell is not None:
+            head = lines[cell:cell + 1] + [ln for ln in lines[cell + 1:cell + 6] if ln.lstrip().startswith("---->")]
+        tail = "\n".join(head + ["    ..."] + lines[-8:])
         return (f"cell {exc.exec_count} of {notebook.name} raised {exc.ename}: {exc.evalue}\n"
                 f"{tail}\n(partially executed notebook kept: {notebook})")
     return f"{notebook.name}: {type(exc).__name__}: {exc}\n(notebook kept: {notebook})"

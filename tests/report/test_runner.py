@@ -109,6 +109,7 @@ def test_failed_notebook_stops_run_and_keeps_partial(fake, capsys):
     exc = info.value
     assert exc.stage_id == "03_transfer-domain_extension-fold0"
     assert "ValueError" in str(exc) and "planned failure" in str(exc)
+    assert "Cell In[" in str(exc) and "---->" in str(exc)  # where in the notebook it failed
     assert exc.notebook.is_file() and exc.notebook.with_suffix(".html").is_file()
     ran = _executions(exc.run_dir)
     assert ran[-1] == exc.stage_id and "04_cross_validation" not in ran

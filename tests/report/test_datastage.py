@@ -1,0 +1,66 @@
+"""The data stage: phantoms -> manifests with patient-grouped folds, duplicates, leakage check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxrlib.data.manifest import read_manifest
+from cxrlib.data.splits import check_leakage
+from cxrlib.report.datastage import cap_per_class, load_data_info, prepare_data
+
+CFG = {
+    "name": "tiny", "task": "paper_a",
+    "data": {"kind": "phantoms", "image_size": 32, "source": {"task": "source", "n": 16, "seed": 1},
+             "target": {"task": "paper_a", "n": 32, "seed": 2}, "dedup": True},
+    "split": {"kind": "kfold", "k": 2, "seed": 0},
+    "strategies": {"scratch": {}, "domain_extension": {}},
+}
+
+
+def test_phantom_data_stage(tmp_path: Path):
+    stage = tmp_path / "stages" / "01_data"
+    stage.mkdir(parents=True)
+    info = prepare_data(CFG, tmp_path, stage)
+    assert info == load_data_info(tmp_path)
+    target, source = read_manifest(info["target"]), read_manifest(info["source"])
+    root = Path(info["root"])
+    assert len(target) == info["n_target"] and len(source) == info["n_source"]
+    # one data root: every image and mask path resolves under it
+    for df in (target, source):
+        assert all((root / p).is_file() for p in df["path"])
+        assert all((root / p).is_file() for p in df["mask_path"] if p)
+    assert set(target["fold"]) == {"0", "1"} and (target["label"] != "").all()
+    assert not check_leakage(target, pd.read_csv(stage / "duplicates.csv"))
+    # nothing disappears silently: kept + set aside = generated
+    aside = pd.read_csv(stage / "set_aside.csv")
+    assert len(target) + int((aside["part"] == "target").sum()) == 32 if len(aside) else len(target) == 32
+
+
+def test_source_not_built_when_no_strategy_needs_it(tmp_path: Path):
+    cfg = {**CFG, "strategies": {"scratch": {}}, "split": {"kind": "holdout", "test_size": 0.25,
+                                                            "val_size": 0.25, "seed": 0}}
+    stage = tmp_path / "s"
+    stage.mkdir()
+    info = prepare_data(cfg, tmp_path, stage)
+    assert info["source"] == "" and not (tmp_path / "data" / "source").exists()
+    assert set(read_manifest(info["target"])["split"]) == {"train", "val", "test"}
+
+
+def test_real_data_needs_a_root(tmp_path: Path):
+    cfg = {**CFG, "data": {"kind": "real", "target": {"adapters": [{"adapter": "nih", "root": "x"}]}}}
+    with pytest.raises(ValueError, match="--data"):
+        prepare_data(cfg, tmp_path, tmp_path)
+    with pytest.raises(FileNotFoundError, match="adapter 'nih'"):
+        prepare_data(cfg, tmp_path, tmp_path, data_root=tmp_path)
+
+
+def test_cap_per_class_is_seeded_and_complete():
+    df = pd.DataFrame({"path": [f"p{i}" for i in range(10)], "label": ["a"] * 7 + ["b"] * 3})
+    kept, aside = cap_per_class(df, 4, seed=3)
+    assert kept["label"].value_counts().to_dict() == {"a": 4, "b": 3}
+    assert sorted(kept["path"].tolist() + aside["path"].tolist()) == sorted(df["path"])
+    assert kept.equals(cap_per_class(df, 4, seed=3)[0])
