@@ -11,7 +11,7 @@ API (stable):
   (or within ``tolerance`` pixels of it)?
 - ``heatmap_auc(heatmap, mask) -> float``: ROC-AUC of the heatmap values as a pixel detector of
   the mask (``sklearn.metrics.roc_auc_score``; 0.5 = chance).
-- ``box_mask(boxes, stored_shape, image_size, frame_shape=None) -> bool [H, W]``: rasterise
+- ``box_mask(boxes, stored_shape, image_size, frame_shape=None, resize_mode='pad')``: rasterise
   boxes ``(x, y, w, h)`` given in a frame (the NIH 1024x1024 frame, or the stored image) into
   the model's input grid.
 - ``nih_box_masks(boxes, paths, stored_shapes, image_size)``: masks for the rows of
@@ -110,12 +110,13 @@ def heatmap_auc(heatmap: np.ndarray, mask: np.ndarray) -> float:
 
 
 def box_mask(boxes: Iterable[Sequence[float]], stored_shape: tuple[int, int], image_size: int | tuple[int, int],
-             frame_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Rasterise boxes into the model's input grid.
+             frame_shape: tuple[int, int] | None = None, resize_mode: str = "pad") -> np.ndarray:
+    """Rasterise boxes into the model's input grid, with the pipeline's resize geometry.
 
-    A pixel belongs to the box when its centre lies inside it. The stored image must be square
-    (NIH, phantoms) or have been resized without padding/cropping, so the transform to the input
-    grid is a pure scaling; non-square images are refused rather than silently misplaced.
+    A pixel belongs to the box when its centre lies inside it. When the stored image has the
+    input's aspect ratio (NIH and phantoms are square) the transform is a pure scaling, done
+    exactly; otherwise the box is drawn on the stored frame and sent through the pipeline's own
+    ``cxrlib.data.pipeline.resize_image`` (pad/crop), then thresholded at one half.
 
     Args:
         boxes: ``(x, y, w, h)`` per box, in ``frame_shape`` pixels (x = column, y = row).
@@ -123,24 +124,34 @@ def box_mask(boxes: Iterable[Sequence[float]], stored_shape: tuple[int, int], im
         image_size: model input size (int for square, or (height, width)).
         frame_shape: (height, width) of the frame the boxes are given in (NIH: (1024, 1024));
             None = the stored image itself (e.g. phantom ``text_box``).
+        resize_mode: the pipeline's ``pad``, ``crop`` or ``stretch`` used for the images.
 
     Returns:
         bool [H, W] mask (union of the boxes).
     """
     out_h, out_w = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
-    sh, sw = stored_shape
+    sh, sw = (int(v) for v in stored_shape)
     fh, fw = frame_shape if frame_shape is not None else stored_shape
-    if sh != sw and (out_h == out_w):
-        raise ValueError(f"stored image {stored_shape} is not square: box placement depends on the "
-                         "pad/crop geometry; resize it without padding first")
-    # frame -> stored image -> input grid: independent scalings of columns and rows
-    sx, sy = (sw / fw) * (out_w / sw), (sh / fh) * (out_h / sh)
-    rows = (np.arange(out_h) + 0.5)[:, None]  # [H, 1] pixel centres
-    cols = (np.arange(out_w) + 0.5)[None, :]  # [1, W]
-    mask = np.zeros((out_h, out_w), dtype=bool)
+    boxes = [tuple(float(v) for v in b) for b in boxes]
+    if resize_mode == "stretch" or sh * out_w == sw * out_h:
+        # frame -> stored image -> input grid: independent scalings of columns and rows
+        return _rasterise(boxes, (out_h, out_w), out_w / fw, out_h / fh)
+    import tensorflow as tf
+
+    from cxrlib.data.pipeline import resize_image
+
+    stored = _rasterise(boxes, (sh, sw), sw / fw, sh / fh).astype(np.float32)  # [sh, sw]
+    out = resize_image(tf.constant(stored[..., None] * 255.0), (out_h, out_w), resize_mode)
+    return out.numpy()[..., 0] > 127.5
+
+
+def _rasterise(boxes, shape: tuple[int, int], sx: float, sy: float) -> np.ndarray:
+    """Union of scaled boxes on a grid of ``shape``; pixel centres decide membership."""
+    rows = (np.arange(shape[0]) + 0.5)[:, None]  # [H, 1] pixel centres
+    cols = (np.arange(shape[1]) + 0.5)[None, :]  # [1, W]
+    mask = np.zeros(shape, dtype=bool)
     for x, y, w, h in boxes:
-        x0, y0, x1, y1 = x * sx, y * sy, (x + w) * sx, (y + h) * sy
-        mask |= (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
+        mask |= (cols >= x * sx) & (cols <= (x + w) * sx) & (rows >= y * sy) & (rows <= (y + h) * sy)
     return mask
 
 
@@ -160,7 +171,7 @@ def parse_box(text: str) -> tuple[float, float, float, float] | None:
 
 
 def nih_box_masks(boxes: pd.DataFrame, paths: Sequence[str], stored_shapes: Sequence[tuple[int, int]],
-                  image_size: int) -> dict[tuple[str, str], np.ndarray]:
+                  image_size: int, resize_mode: str = "pad") -> dict[tuple[str, str], np.ndarray]:
     """Masks of the NIH expert boxes for the given images, keyed by (path, finding).
 
     Args:
@@ -169,6 +180,7 @@ def nih_box_masks(boxes: pd.DataFrame, paths: Sequence[str], stored_shapes: Sequ
         paths: manifest paths of the images being scored (matched on the ``path`` column).
         stored_shapes: (height, width) of each image file (256x256 in the shared sample).
         image_size: model input size.
+        resize_mode: the pipeline's resize mode used for the images.
     """
     need = {"path", "finding", "x", "y", "w", "h"}
     missing = need - set(boxes.columns)
@@ -181,7 +193,8 @@ def nih_box_masks(boxes: pd.DataFrame, paths: Sequence[str], stored_shapes: Sequ
         fw = float(grp["frame_width"].iloc[0]) if "frame_width" in grp else 1024.0
         fh = float(grp["frame_height"].iloc[0]) if "frame_height" in grp else 1024.0
         xywh = grp[["x", "y", "w", "h"]].astype(float).to_numpy()
-        out[(path, finding)] = box_mask(xywh, shapes[path], image_size, frame_shape=(fh, fw))
+        out[(path, finding)] = box_mask(xywh, shapes[path], image_size, frame_shape=(fh, fw),
+                                         resize_mode=resize_mode)
     return out
 
 

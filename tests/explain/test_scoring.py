@@ -41,8 +41,14 @@ def test_box_mask_scales_from_1024_frame():
     m = S.box_mask([(512, 256, 256, 128)], stored_shape=(256, 256), image_size=64, frame_shape=(1024, 1024))
     rows, cols = np.nonzero(m)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (16, 23, 32, 47)
-    with pytest.raises(ValueError, match="not square"):
-        S.box_mask([(0, 0, 1, 1)], stored_shape=(200, 300), image_size=64)
+
+def test_box_mask_non_square_follows_pipeline_padding():
+    # 100x200 image padded to a square: rows 0..99 land in rows 16..47 of 64 (black bars above/below)
+    m = S.box_mask([(0, 0, 200, 100)], stored_shape=(100, 200), image_size=64, resize_mode="pad")
+    rows = np.nonzero(m.any(axis=1))[0]
+    assert (rows.min(), rows.max()) == (16, 47) and m[16:48].all()
+    left = S.box_mask([(0, 0, 100, 100)], stored_shape=(100, 200), image_size=64, resize_mode="crop")
+    assert left[:, :31].all() and not left[:, 33:].any()  # centred crop keeps columns 50..149 -> 0..31
 
 
 def test_nih_box_masks_merge_boxes_per_finding():

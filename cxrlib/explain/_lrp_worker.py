@@ -1,0 +1,149 @@
+"""Graph-mode worker for LRP (runs in its own process; see :mod:`cxrlib.explain.lrp`).
+
+iNNvestigate 2.1.2 needs TensorFlow's eager execution disabled, which is a process-wide,
+one-way switch; this module is therefore only ever imported in a spawned child process. The
+child loads the saved ``.h5`` model (a ``.keras`` file loads with wrong weights in graph mode,
+silently), removes the output activation (:func:`logits_model`) and keeps one analyzer per (method, parameters).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+_STATE: dict = {}
+
+
+def fast_graph_layer_creation(enabled: bool = True) -> bool:
+    """Switch Keras' graph-mode TensorFlowOpLayer creation to its fast ("unsafe") path.
+
+    iNNvestigate builds the reversed (relevance) graph from raw TF ops; in graph mode Keras wraps
+    every such op in a ``TensorFlowOpLayer`` and, by default, *evaluates* each constant input of
+    the op in a fresh ``backend.function`` call, which dominates analyzer building on deep
+    models (measured on DenseNet121 at 224 px: 1,171 s -> 36 s to the first ``lrp.epsilon``
+    heatmap, bit-identical maps). Keras' private flag
+    ``keras.src.engine.base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION`` keeps those inputs as
+    graph tensors instead. Its documented downside is that the resulting models cannot be
+    serialised with ``get_config``, which the analyzer models never are. Verified in
+    ``tests/explain/test_lrp.py`` (fast vs slow path on a small model) and in
+    ``benchmarks/bench_heatmaps.py``.
+
+    Args:
+        enabled: True for the fast path, False for Keras' default.
+
+    Returns:
+        The previous value of the flag.
+    """
+    from keras.src.engine import base_layer_utils
+
+    previous = bool(base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION)
+    base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION = bool(enabled)
+    return previous
+
+
+def logits_model(model):
+    """The model without its output activation (softmax/sigmoid): relevance explains the logit.
+
+    Same construction as ``innvestigate.model_wo_softmax`` / ``model_wo_output_activation``
+    (re-apply the last layer with a linear activation on the same input, same weights), but the
+    copy gets an explicit unique name: innvestigate's copy is auto-named, and in a fresh process
+    that name ("dense") collides with an auto-named layer of the loaded model ("The name 'dense'
+    is used 2 times in the model").
+    """
+    from tensorflow import keras
+
+    last = model.layers[-1]
+    name = getattr(getattr(last, "activation", None), "__name__", "linear")
+    if name == "linear":
+        return model
+    if isinstance(last, keras.layers.Activation):  # separate activation layer: take its input
+        out = last.input
+    else:
+        cfg = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
+        copy = type(last).from_config(cfg)
+        out = copy(last.input)
+        copy.set_weights(last.get_weights())
+    return keras.Model(model.inputs, out, name=f"{model.name}_logits")
+
+
+def init(model_path: str, fast: bool = True) -> None:
+    """Process initializer: graph mode, fast path switch, load the model, build the logit model.
+
+    An exception here would only surface as a bare ``BrokenProcessPool`` in the parent, so it is
+    kept and re-raised (with the worker's traceback) by the next call.
+    """
+    try:
+        _init(model_path, fast)
+    except Exception:  # noqa: BLE001 - reported to the parent by _check()
+        import traceback
+
+        _STATE["error"] = f"LRP worker could not load {model_path}:\n{traceback.format_exc()}"
+
+
+def _check() -> None:
+    if "error" in _STATE:
+        raise RuntimeError(_STATE["error"])
+
+
+def _init(model_path: str, fast: bool) -> None:
+    from cxrlib.runtime import configure_env
+
+    configure_env()
+    import tensorflow as tf
+
+    tf.compat.v1.disable_eager_execution()
+    fast_graph_layer_creation(fast)
+    t0 = time.perf_counter()
+    model = tf.keras.models.load_model(model_path, compile=False)
+    _STATE.update(model=model, logits_model=logits_model(model), analyzers={},
+                  path=model_path, fast=fast, load_seconds=time.perf_counter() - t0)
+
+
+def info() -> dict:
+    """Model facts for the parent process (input shape, outputs, load time, fast flag)."""
+    from keras.src.engine import base_layer_utils
+
+    _check()
+    model = _STATE["model"]
+    return {"input_shape": tuple(model.input_shape[1:]), "n_outputs": int(model.output_shape[-1]),
+            "load_seconds": _STATE["load_seconds"], "fast": _STATE["fast"],
+            "flag": bool(base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION)}
+
+
+def _analyzer(method: str, params: tuple):
+    import innvestigate
+
+    key = (method, params)
+    if key not in _STATE["analyzers"]:
+        t0 = time.perf_counter()
+        an = innvestigate.create_analyzer(method, _STATE["logits_model"], neuron_selection_mode="index",
+                                          **dict(params))
+        an.create_analyzer_model()
+        _STATE["analyzers"][key] = (an, time.perf_counter() - t0)
+    return _STATE["analyzers"][key]
+
+
+def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) -> dict:
+    """Relevance of the chosen/predicted class for a batch.
+
+    Returns:
+        dict with ``relevance`` float32 [N, H, W, C] (per input channel), ``class_index`` [N],
+        ``logits`` [N, K] (pre-activation outputs), ``probs`` [N, K], ``build_seconds`` (analyzer
+        construction, 0 when cached) and ``seconds`` (this call's analysis time).
+    """
+    _check()
+    t0 = time.perf_counter()
+    probs = _STATE["model"].predict(images, verbose=0)  # [N, K]
+    logits = _STATE["logits_model"].predict(images, verbose=0)  # [N, K]
+    from cxrlib.explain.gradcam import resolve_classes
+
+    idx = resolve_classes(probs, class_index)
+    cached = (method, params) in _STATE["analyzers"]
+    analyzer, build = _analyzer(method, params)
+    t1 = time.perf_counter()
+    rel = analyzer.analyze(images, neuron_selection=[int(i) for i in idx])  # [N, H, W, C]
+    return {"relevance": np.asarray(rel, dtype=np.float32), "class_index": idx,
+            "logits": np.asarray(logits, np.float32), "probs": np.asarray(probs, np.float32),
+            "build_seconds": 0.0 if cached else build, "seconds": time.perf_counter() - t1,
+            "total_seconds": time.perf_counter() - t0}
