@@ -131,8 +131,13 @@ def _norm_noise(rng, size: int, sigma: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- sampling
-def _sample_patient(rng: np.random.Generator, domain: str) -> dict:
-    """Patient-level anatomy (shared by all images of a patient)."""
+def sample_patient(rng: np.random.Generator, domain: str = "source") -> dict:
+    """Draw patient-level anatomy (shared by all images of a patient).
+
+    Args:
+        rng: random generator.
+        domain: ``source`` (NIH-like) or ``target`` (COVID-collection-like).
+    """
     female = bool(rng.random() < 0.5)
     return dict(
         sex="F" if female else "M",
@@ -160,10 +165,20 @@ def _sample_patient(rng: np.random.Generator, domain: str) -> dict:
     )
 
 
-def _sample_view(rng: np.random.Generator, domain: str) -> dict:
-    """Image-level projection, pose and exposure; the domains differ in their ranges."""
+def sample_view(rng: np.random.Generator, domain: str = "source", view: str | None = None) -> dict:
+    """Draw image-level projection, pose and exposure; the domains differ in their ranges.
+
+    Args:
+        rng: random generator.
+        domain: ``source`` or ``target``.
+        view: force ``PA`` or ``AP`` (default: drawn, 30 % AP in the source, 50 % in targets).
+    """
     src = domain == "source"
     ap = bool(rng.random() < (0.3 if src else 0.5))
+    if view is not None:
+        if view not in ("PA", "AP"):
+            raise ValueError(f"view must be 'PA' or 'AP', got {view!r}")
+        ap = view == "AP"
     return dict(
         view="AP" if ap else "PA",
         inspiration=rng.uniform(-0.03, 0.03) - (0.03 if ap else 0.0),
@@ -171,11 +186,11 @@ def _sample_view(rng: np.random.Generator, domain: str) -> dict:
         zoom=rng.uniform(1.02, 1.12) if src else rng.uniform(1.1, 1.28),
         sx=rng.uniform(-0.03, 0.03) if src else rng.uniform(-0.06, 0.06),
         sy=rng.uniform(-0.02, 0.04) if src else rng.uniform(-0.02, 0.08),
-        k=rng.uniform(1.45, 1.8) if src else rng.uniform(1.2, 2.1),
+        k=rng.uniform(1.45, 1.8) if src else rng.uniform(1.3, 1.95),
         lo=rng.uniform(0.0, 0.08) if src else rng.uniform(0.0, 0.15),
         hi=rng.uniform(0.9, 1.0) if src else rng.uniform(0.82, 1.0),
-        gamma=rng.uniform(1.1, 1.4) if src else rng.uniform(0.85, 1.7),
-        noise=rng.uniform(0.008, 0.02) if src else rng.uniform(0.015, 0.04),
+        gamma=rng.uniform(1.1, 1.4) if src else rng.uniform(0.9, 1.5),
+        noise=rng.uniform(0.008, 0.02) if src else rng.uniform(0.012, 0.035),
         blur=rng.uniform(0.3, 0.6) if src else rng.uniform(0.4, 0.8),
         border=0.0 if (src or rng.random() < 0.7) else rng.uniform(0.03, 0.08),
         severity=rng.uniform(0.8, 1.15),  # follow-up variation of lesion size/contrast
@@ -445,11 +460,11 @@ def _draw_ggo_covid(sc: _Scene, r, sev):
     for s in (-1, 1):
         for _ in range(int(r.integers(2, 4))):
             cx, cy = sc.point(s, r.uniform(0.6, 0.95), r.uniform(0.5, 0.92))
-            rad = r.uniform(0.09, 0.17) * sev
+            rad = r.uniform(0.1, 0.18) * sev
             sup = np.maximum(sup, _blob(sc.x, sc.y, cx, cy, rad, rad * r.uniform(0.8, 1.4), edge=0.35,
                                         wobble=0.25 * sc.tex_coarse))
     sup *= _in_lungs(sc)
-    amp = r.uniform(0.09, 0.22) * sev
+    amp = r.uniform(0.2, 0.36) * sev
     _add(sc, sup, amp * sup * (0.75 + 0.25 * np.clip(sc.tex_mid, -2, 2)))
 
 
@@ -471,7 +486,7 @@ def _draw_lobar(sc: _Scene, r, sev):
     extent = _blob(sc.x, sc.y, cx, cy, r.uniform(0.22, 0.4) * sev, r.uniform(0.2, 0.35) * sev, edge=0.3,
                    wobble=0.2 * sc.tex_coarse)
     sup = reg * extent * np.clip(sc.lungs[s], 0, 1) * (1 - sc.heart_support)
-    amp = r.uniform(0.3, 0.55) * sev
+    amp = r.uniform(0.4, 0.65) * sev
     _add(sc, sup, amp * sup * (0.85 + 0.15 * np.clip(sc.tex_mid, -2, 2)))
     _bronchograms(sc, r, s, sup, amp)
 
@@ -487,7 +502,7 @@ def _draw_viral(sc: _Scene, r, sev):
                                                           edge=0.5, wobble=0.2 * sc.tex_coarse))
     sup *= _in_lungs(sc)
     patt = _step((sc.tex_fine - 0.2) / 0.6) * (0.7 + 0.3 * _step(sc.tex_mid))
-    amp = r.uniform(0.12, 0.24) * sev
+    amp = r.uniform(0.22, 0.36) * sev
     _add(sc, sup, amp * sup * patt)
     sc.vessel_gain += 0.8 * sup  # peribronchial thickening
 
@@ -697,9 +712,10 @@ class PhantomImage:
     """One rendered phantom: 8-bit image, boolean lesion mask and what was drawn."""
 
     image: np.ndarray  # [S,S] uint8
-    mask: np.ndarray  # [S,S] bool
+    mask: np.ndarray  # [S,S] bool, union of the lesion regions
+    lung_mask: np.ndarray  # [S,S] bool, visible lung fields (heart and mediastinum cut out)
     view: str
-    ctr: float
+    ctr: float  # cardiothoracic ratio as projected
 
 
 def render_phantom(
@@ -751,7 +767,7 @@ def render_phantom(
         img[:, image_size - b:] = 0
     image = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
     mask = sc.lesion > 0.5
-    return PhantomImage(image=image, mask=mask, view=v["view"], ctr=float(sc.ctr))
+    return PhantomImage(image=image, mask=mask, lung_mask=sc.lung_all > 0.5, view=v["view"], ctr=float(sc.ctr))
 
 
 def _code(name: str) -> int:
@@ -928,7 +944,7 @@ def generate_phantoms(
     patients = []
     for pi, (c, k) in enumerate(plan):
         prng = np.random.default_rng([seed, tcode, 1, pi])
-        anat = _sample_patient(prng, domain)
+        anat = sample_patient(prng, domain)
         subtype = ""
         if multi:
             findings = [] if c == 0 else _pick_findings(plan_rng, NIH_FINDINGS, int(plan_rng.choice([1, 1, 1, 2, 2, 3])), used, k)
@@ -958,7 +974,7 @@ def generate_phantoms(
     for p in patients:
         for j in range(p["k"]):
             irng = np.random.default_rng([seed, tcode, 2, idx])
-            view = _sample_view(irng, domain)
+            view = sample_view(irng, domain)
             ph = render_phantom(p["anat"], view, p["findings"], image_size, seed=int(irng.integers(2**31)),
                                 subtype=p["subtype"])
             # shortcut and laterality markers: their own stream (p changes nothing else)
