@@ -40,7 +40,10 @@ the manifest's folder), ``strategy``, ``source_dir``, ``keep_neurons`` (dict, ``
 manifest, None or -1 for a hold-out split; the validation set for early stopping is then carved patient-grouped out of the
 other folds, so the test fold is never used for model selection), ``val_fraction``,
 ``test_fraction`` (hold-out split when the manifest has neither ``split`` nor ``fold``),
-``backbone``, ``image_size``, ``channels``, ``batch_size``, ``augment``, ``cache``,
+``backbone``, ``image_size``, ``channels``, ``batch_size``, ``augment``, ``sampling``
+(``"class_weight"``: loss weighted by inverse class frequency when ``train.class_weight``;
+``"oversample"``: balanced sampling, training rows of the smaller classes repeated (seeded,
+with replacement) up to the largest class, no class weights; ``"none"``), ``cache``,
 ``resize_mode``, ``max_images`` (class-stratified subsample, for quick low-resolution runs),
 ``exclude_patients_of`` (a manifest whose (source, patient_id) pairs are removed from this
 stage's data: keeps target test patients out of a source stage), ``dropout``, ``positive``,
@@ -92,6 +95,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "channels": 3,
     "batch_size": 16,
     "augment": False,
+    "sampling": "class_weight",
     "cache": "memory",
     "resize_mode": "pad",
     "max_images": None,
@@ -151,6 +155,10 @@ def resolve_config(config: Mapping[str, Any] | None = None, **overrides) -> dict
         cfg["source_dir"] = str(Path(cfg["source_dir"]).resolve())
     if cfg["exclude_patients_of"]:
         cfg["exclude_patients_of"] = str(Path(cfg["exclude_patients_of"]).resolve())
+    if cfg["sampling"] not in ("class_weight", "oversample", "none"):
+        raise ValueError(f"sampling must be 'class_weight', 'oversample' or 'none', got {cfg['sampling']!r}")
+    if cfg["sampling"] == "oversample" and cfg["task"] != "normal_disease" and is_multilabel(cfg["task"]):
+        raise ValueError("sampling='oversample' needs single-label classes, not the multi-label task")
     if cfg["keep_neurons"] == "default":
         if cfg["task"] not in transfer.DEFAULT_KEEP_NEURONS:
             raise ValueError(f"no default keep_neurons map for task {cfg['task']!r}; give a dict")
@@ -251,6 +259,23 @@ def split_frame(df: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[dict[str, pd.
         f"holdout_split(test={cfg['test_fraction']}, val={cfg['val_fraction']}, seed={seed})"
 
 
+def oversample(df: pd.DataFrame, seed: int = 0, label_col: str = "label") -> pd.DataFrame:
+    """Balanced sampling: repeat rows of the smaller classes (with replacement) up to the largest.
+
+    Args:
+        df: training rows.
+        seed: sampling seed.
+        label_col: class column.
+    """
+    counts = df[label_col].value_counts()
+    top = int(counts.max())
+    parts = [df]
+    for i, (label, n) in enumerate(counts.items()):
+        if n < top:
+            parts.append(df[df[label_col] == label].sample(top - int(n), replace=True, random_state=seed + i))
+    return pd.concat(parts).reset_index(drop=True)
+
+
 def _datasets(parts: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any], classes, multi_label):
     from cxrlib.data import pipeline
 
@@ -258,11 +283,14 @@ def _datasets(parts: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any], classes
                   channels=cfg["channels"], backbone=cfg["backbone"], multi_label=multi_label,
                   batch_size=cfg["batch_size"], resize_mode=cfg["resize_mode"], seed=cfg["split_seed"],
                   cache=cfg["cache"])
-    train = pipeline.make_dataset(parts["train"], shuffle=True, augment=cfg["augment"], **common)
+    train_rows = parts["train"]
+    if cfg["sampling"] == "oversample":
+        train_rows = oversample(train_rows, seed=int(cfg["split_seed"]))
+    train = pipeline.make_dataset(train_rows, shuffle=True, augment=cfg["augment"], **common)
     val = pipeline.make_dataset(parts["val"], **common)
     test = val if parts["test"] is parts["val"] else pipeline.make_dataset(parts["test"], **common)
     weights = None
-    if not multi_label and cfg["train"]["class_weight"]:
+    if not multi_label and cfg["train"]["class_weight"] and cfg["sampling"] == "class_weight":
         weights = pipeline.class_weights(parts["train"], classes)
     return train, val, test, weights
 

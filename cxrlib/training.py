@@ -72,7 +72,8 @@ class TrainConfig:
         distribute: ``"default"``, ``"mirrored"`` or ``"multiworker"``.
         phases: freezing schedule, list of :class:`cxrlib.transfer.Phase` dicts
             (``{"epochs": 2, "trainable": "head", "lr": 1e-3}``); None = one phase, all trainable.
-        bn: BatchNorm mode of the default phase (``"frozen"`` or ``"train"``).
+        bn: BatchNorm mode of the default phase (``"auto"``, ``"frozen"`` or ``"train"``;
+            see :mod:`cxrlib.transfer`).
         tensorboard: write TensorBoard logs under ``out_dir/tensorboard``.
         verbose: Keras verbosity (1 = progress bar, 2 = one line per epoch, 0 = silent).
     """
@@ -91,7 +92,7 @@ class TrainConfig:
     deterministic: bool = True
     distribute: str = "default"
     phases: list | None = None
-    bn: str = "frozen"
+    bn: str = "auto"
     tensorboard: bool = True
     verbose: int = 1
 
@@ -282,10 +283,11 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.time()
+        # the rate used during this epoch (schedulers change it at epoch begin, plateau at end)
+        self._lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "phase": self.phase,
-               "lr": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
+        row = {"epoch": epoch + 1, "phase": self.phase, "lr": self._lr,
                "seconds": round(time.time() - self._t0, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "lr"})
         self.rows.append(row)

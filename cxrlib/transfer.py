@@ -25,12 +25,16 @@ warm-up at lr 1e-3 and then the top N backbone blocks (or all layers) at a lower
 "Blocks" are :func:`cxrlib.models.layer_blocks` (dense-block units/transitions, residual
 units, VGG blocks).
 
-BatchNorm during fine-tuning (``bn=``): ``"frozen"`` (default, the Keras transfer-learning
-recommendation) keeps every BatchNormalization layer non-trainable; in Keras 2 a
-non-trainable BN layer also runs in inference mode, so its moving mean/variance are not
-updated by the small target batches. ``"train"`` makes BN layers of the unfrozen blocks
-trainable (their statistics then adapt to the target data; useful when the target domain
-is far from the source, e.g. ImageNet -> X-ray with a large batch).
+BatchNorm (``bn=``): ``"frozen"`` (the Keras transfer-learning recommendation for partial
+fine-tuning) keeps every BatchNormalization layer non-trainable; in Keras 2 a non-trainable
+BN layer also runs in inference mode, so its moving mean/variance are not updated by the
+small target batches. ``"train"`` makes BN layers of the unfrozen blocks trainable (their
+statistics adapt to the target data; needed when training from scratch, useful when the
+target domain is far from the source, e.g. ImageNet -> X-ray). ``"auto"`` (default) is
+``"train"`` when every layer is trainable (scratch training, full fine-tuning) and
+``"frozen"`` for head-only / top-N phases. Measured on the phantoms: a scratch compact
+DenseNet with all BN layers frozen (inference mode with initial statistics) did not lower its
+training loss in 15 epochs (1.41 -> 1.38), with BN training it fell 1.48 -> 0.84 in 10.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ def keep_output_neurons(
 
 # --------------------------------------------------------------------------- freezing
 
+BN_MODES: tuple[str, ...] = ("auto", "frozen", "train")
+
 @dataclass
 class Phase:
     """One training phase of a stage.
@@ -163,20 +169,20 @@ class Phase:
         trainable: ``"all"``, ``"head"`` (backbone frozen) or an int N (top N backbone blocks
             + head trainable).
         lr: learning rate of the phase (None: the stage's base rate).
-        bn: BatchNorm mode, ``"frozen"`` or ``"train"`` (see module docstring).
+        bn: BatchNorm mode, ``"auto"``, ``"frozen"`` or ``"train"`` (see module docstring).
     """
 
     epochs: int
     trainable: str | int = "all"
     lr: float | None = None
-    bn: str = "frozen"
+    bn: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def parse_phases(phases: Sequence[Phase | Mapping] | None, epochs: int, lr: float,
-                 bn: str = "frozen") -> list[Phase]:
+                 bn: str = "auto") -> list[Phase]:
     """Normalise a schedule: None -> one phase of ``epochs`` with everything trainable.
 
     Args:
@@ -192,8 +198,8 @@ def parse_phases(phases: Sequence[Phase | Mapping] | None, epochs: int, lr: floa
         p = p if isinstance(p, Phase) else Phase(**dict(p))
         if p.lr is None:
             p = Phase(p.epochs, p.trainable, lr, p.bn)
-        if p.bn not in ("frozen", "train"):
-            raise ValueError(f"phase bn must be 'frozen' or 'train', got {p.bn!r}")
+        if p.bn not in BN_MODES:
+            raise ValueError(f"phase bn must be one of {BN_MODES}, got {p.bn!r}")
         if not (p.trainable in ("all", "head", "none") or isinstance(p.trainable, int)):
             raise ValueError(f"phase trainable must be 'all', 'head', 'none' or an int, got {p.trainable!r}")
         out.append(p)
@@ -202,7 +208,7 @@ def parse_phases(phases: Sequence[Phase | Mapping] | None, epochs: int, lr: floa
 
 def warmup_then_finetune(warmup_epochs: int, finetune_epochs: int, lr: float = 1e-3,
                          finetune_lr: float = 1e-4, top_blocks: int | str = "all",
-                         bn: str = "frozen") -> list[Phase]:
+                         bn: str = "auto") -> list[Phase]:
     """The usual schedule: head-only warm-up, then unfreeze top N blocks (or all) at a lower lr.
 
     Args:
@@ -221,7 +227,7 @@ def warmup_then_finetune(warmup_epochs: int, finetune_epochs: int, lr: float = 1
     return phases
 
 
-def set_trainable(model: keras.Model, trainable: str | int = "all", bn: str = "frozen") -> dict[str, Any]:
+def set_trainable(model: keras.Model, trainable: str | int = "all", bn: str = "auto") -> dict[str, Any]:
     """Freeze/unfreeze backbone blocks; the head (``HEAD_LAYERS``) is always trainable.
 
     Args:
@@ -229,7 +235,8 @@ def set_trainable(model: keras.Model, trainable: str | int = "all", bn: str = "f
         trainable: ``"all"``, ``"head"`` (= 0 blocks), ``"none"`` (nothing, for evaluation)
             or int N: the top N blocks of :func:`cxrlib.models.layer_blocks`.
         bn: ``"frozen"`` keeps all BatchNormalization layers non-trainable (inference
-            mode); ``"train"`` lets BN layers of unfrozen blocks train.
+            mode); ``"train"`` lets BN layers of unfrozen blocks train; ``"auto"``: ``"train"``
+            when ``trainable == "all"``, else ``"frozen"``.
 
     Returns:
         Summary: trainable blocks, number of trainable weights/parameters.
@@ -245,8 +252,10 @@ def set_trainable(model: keras.Model, trainable: str | int = "all", bn: str = "f
         n_top = int(trainable)
     else:
         raise ValueError(f"trainable must be 'all', 'head', 'none' or an int >= 0, got {trainable!r}")
-    if bn not in ("frozen", "train"):
-        raise ValueError(f"bn must be 'frozen' or 'train', got {bn!r}")
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    if bn == "auto":
+        bn = "train" if trainable == "all" else "frozen"
     unfrozen = {id(layer) for _, layers in blocks[len(blocks) - n_top:] for layer in layers} if n_top else set()
     model.trainable = True
     for layer in model.layers:

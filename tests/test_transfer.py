@@ -104,6 +104,10 @@ def test_freezing_schedules_select_the_right_layers():
     assert _trainable_names(m) == all_w - bn
     transfer.set_trainable(m, "all", bn="train")
     assert _trainable_names(m) == all_w
+    transfer.set_trainable(m, "all")  # bn="auto": BN trains when everything trains (scratch)
+    assert _trainable_names(m) == all_w
+    s = transfer.set_trainable(m, 2)  # bn="auto": partial fine-tuning keeps BN frozen
+    assert _trainable_names(m) == (top - bn) | {"head"} and s["bn"] == "frozen"
     transfer.set_trainable(m, "none")
     assert _trainable_names(m) == set() and not m.trainable_weights
     with pytest.raises(ValueError):
