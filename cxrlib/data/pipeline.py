@@ -256,6 +256,29 @@ def decode_image(path: tf.Tensor, decoder: tf.Tensor, min_side: int = 0) -> tf.T
     return x
 
 
+def color_planes(x: tf.Tensor, channels: int) -> tf.Tensor:
+    """``[H, W, C0]`` (C0 in 1..4) -> gray ``[H, W, 1]`` or its colour planes (1 or 3).
+
+    Drops alpha (RGBA -> RGB, LA -> L) and, for ``channels=1``, turns RGB into luma. Gray is
+    not yet replicated, so a following resize works on one plane instead of three.
+
+    Args:
+        x: float image.
+        channels: 1 or 3, the final channel count.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if x.shape[-1] == 1 or (x.shape[-1] == 3 and channels == 3):
+        return x  # already colour planes (static shape)
+    c0 = tf.shape(x)[-1]
+    n_color = tf.where(c0 >= 3, 3, 1)
+    x = x[..., :n_color]  # drop alpha: RGBA -> RGB, LA -> L
+    if channels == 1:
+        x = tf.cond(n_color == 3, lambda: tf.image.rgb_to_grayscale(x), lambda: x)
+        x.set_shape([None, None, 1])
+    return x
+
+
 def convert_channels(x: tf.Tensor, channels: int) -> tf.Tensor:
     """``[H, W, C0]`` (C0 in 1..4) -> ``[H, W, channels]``: drop alpha, gray<->RGB.
 
@@ -263,15 +286,11 @@ def convert_channels(x: tf.Tensor, channels: int) -> tf.Tensor:
         x: float image.
         channels: 1 or 3.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    c0 = tf.shape(x)[-1]
-    n_color = tf.where(c0 >= 3, 3, 1)
-    x = x[..., :n_color]  # drop alpha: RGBA -> RGB, LA -> L
-    if channels == 3:
-        x = tf.cond(n_color == 1, lambda: tf.repeat(x, 3, axis=-1), lambda: x)
-    else:
-        x = tf.cond(n_color == 3, lambda: tf.image.rgb_to_grayscale(x), lambda: x)
+    x = color_planes(x, channels)
+    if channels == 3 and x.shape[-1] == 1:
+        x = tf.repeat(x, 3, axis=-1)
+    elif channels == 3 and x.shape[-1] is None:
+        x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.repeat(x, 3, axis=-1), lambda: x)
     x.set_shape([None, None, channels])
     return x
 
@@ -309,9 +328,10 @@ def load_resized(path, decoder, image_size, channels: int = 3, resize_mode: str 
     :func:`load_images` (so heatmaps see exactly what the model sees).
     """
     th, tw = _size_hw(image_size)
-    x = decode_image(path, decoder, min_side=max(th, tw))
-    x = convert_channels(x, channels)
-    return resize_image(x, (th, tw), resize_mode)
+    x = decode_image(path, decoder, min_side=max(th, tw))  # [h, w, 1..4]
+    x = color_planes(x, channels)  # [h, w, 1 or 3]; resize is linear, so it commutes with
+    x = resize_image(x, (th, tw), resize_mode)  # the gray -> RGB replication done after it
+    return convert_channels(x, channels)  # [th, tw, channels]
 
 
 # ----------------------------------------------------------------------------- augmentation
