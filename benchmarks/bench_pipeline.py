@@ -12,7 +12,7 @@ Measures, in one run on the same files and the same output size:
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_pipeline.py [--root ../shared/data/fullres-sample]
-        [--size 64] [--repeats 3] [--copies 4] [--epochs 3]
+        [--size 64] [--repeats 3] [--copies 4] [--epochs 5]
 
 The default root is the real sample beside the checkout (``../shared/data/fullres-sample``:
 16 NIH PNGs at 1024 px and 16 COVID-19 collection JPEG/PNG images up to ~2,800 px, in
@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 
 from cxrlib import runtime
 from cxrlib.data import pipeline as P
+from cxrlib.data.images import scan_images
 from cxrlib.data.manifest import new_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,25 +90,27 @@ class EpochTimer:
 
         class _Timer(tf.keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self.times = []
+                self.times, self.cpu = [], []
 
             def on_epoch_begin(self, epoch, logs=None):
-                self._t0 = time.perf_counter()
+                self._t0, self._c0 = time.perf_counter(), time.process_time()
 
             def on_epoch_end(self, epoch, logs=None):
                 self.times.append(time.perf_counter() - self._t0)
+                self.cpu.append(time.process_time() - self._c0)
 
         return _Timer()
 
 
-def train_rate(make_model, fit_args: dict, n_images: int, epochs: int) -> float:
-    """Images/s of ``model.fit`` over ``epochs`` epochs after a first (graph-building) epoch."""
+def train_rate(make_model, fit_args: dict, n_images: int, epochs: int) -> tuple[float, float]:
+    """(images/s, CPU ms/image) of ``model.fit`` over ``epochs`` epochs after a first
+    (graph-building) epoch."""
     runtime.set_seed(0, deterministic=False)
     model = make_model()
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     timer = EpochTimer()
     model.fit(**fit_args, epochs=epochs + 1, callbacks=[timer], verbose=0)
-    return n_images * epochs / sum(timer.times[1:])
+    return n_images * epochs / sum(timer.times[1:]), 1000.0 * sum(timer.cpu[1:]) / (n_images * epochs)
 
 
 def main(argv=None) -> int:
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3, help="decode timing: best of this many passes")
     ap.add_argument("--copies", type=int, default=4, help="training: each file this many times per epoch")
-    ap.add_argument("--epochs", type=int, default=3, help="training: timed epochs after the first")
+    ap.add_argument("--epochs", type=int, default=5, help="training: timed epochs after the first")
     args = ap.parse_args(argv)
     import tensorflow as tf
 
@@ -135,9 +138,7 @@ def main(argv=None) -> int:
         for _ in ds:
             pass
 
-    t0 = time.perf_counter()
-    P.make_dataset(df1, root, CLASSES, args.size, backbone=None, check=True)
-    scan_rate = n / (time.perf_counter() - t0)
+    scan, scan_cpu = best_rate(lambda: scan_images(df1, root).raise_if_bad(), n, args.repeats)
     run_pipeline()  # warm-up: tracing of the map functions
     pipe, pipe_cpu = best_rate(run_pipeline, n, args.repeats)
     pil, pil_cpu = best_rate(lambda: pil_loader(root, files, args.size), n, args.repeats)
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     print(f"   tf.data pipeline (parallel map):               {pipe:8.1f}   {pipe_cpu:8.1f}")
     print(f"   plain PIL + NumPy loader (sequential):         {pil:8.1f}   {pil_cpu:8.1f}")
     print(f"   ratio pipeline / PIL:                          {pipe / pil:8.2f}x  {pipe_cpu / pil_cpu:8.2f}x")
-    print(f"   bad-image scan (check=True, full PIL decode, threads): {scan_rate:5.1f} images/s")
+    print(f"   bad-image scan (check=True: full PIL decode, threads){scan:6.1f}   {scan_cpu:8.1f}")
     print(f"   mean |pipeline - PIL| pixel difference: {np.abs(x_pipe - x_pil).mean():.2f} grey levels "
           "(different resampling filters)")
 
@@ -163,11 +164,12 @@ def main(argv=None) -> int:
     r_mem = train_rate(make_model, dict(x=x_mem, y=y_mem, batch_size=args.batch), n_train, args.epochs)
     r_nocache = train_rate(make_model, dict(x=ds_nocache), n_train, args.epochs)
     r_cache = train_rate(make_model, dict(x=ds_cache), n_train, args.epochs)
-    print(f"\n2. training compact DenseNet (cxrlib.models, blocks 2-2-2-2, weights=None, {args.size} px, batch {args.batch}, "
-          f"{n_train} images/epoch, {args.epochs} timed epochs after the first; images/s)")
-    print(f"   in-memory tensors:                 {r_mem:8.1f}")
-    print(f"   pipeline, no cache (decode/epoch): {r_nocache:8.1f}   ratio to in-memory {r_nocache / r_mem:.2f}")
-    print(f"   pipeline, memory cache:            {r_cache:8.1f}   ratio to in-memory {r_cache / r_mem:.2f}")
+    print(f"\n2. training compact DenseNet (cxrlib.models, blocks 2-2-2-2, weights=None, {args.size} px, "
+          f"batch {args.batch}, {n_train} images/epoch, {args.epochs} timed epochs after the first)")
+    print("                                      images/s   CPU ms/image   ratio to in-memory (wall, CPU)")
+    for name, (rate, cpu) in [("in-memory tensors", r_mem), ("pipeline, no cache (decode/epoch)", r_nocache),
+                              ("pipeline, memory cache", r_cache)]:
+        print(f"   {name:34s} {rate:8.1f}   {cpu:8.2f}        {rate / r_mem[0]:5.2f}  {cpu / r_mem[1]:5.2f}")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
