@@ -250,6 +250,7 @@ def test_paper_task_classes_work(tmp_path):
     assert next(iter(ds))[1].numpy().argmax(1).tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.shared_data
 def test_real_fullres_images(fullres_root):
     files = sorted(p for p in fullres_root.rglob("*") if p.is_file())
     assert len(files) >= 8
