@@ -81,6 +81,7 @@ import math
 import os
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -149,7 +150,7 @@ def sample_patient(rng: np.random.Generator, domain: str = "source") -> dict:
         dome_r=rng.uniform(0.28, 0.38),  # top of the right dome
         dome_gap=rng.uniform(0.02, 0.07),  # left dome lower
         dome_h=rng.uniform(0.08, 0.13),  # dome convexity (CP angle depth)
-        med_hw=rng.uniform(0.11, 0.14),
+        med_hw=rng.uniform(0.1, 0.125),
         ctr=rng.uniform(0.38, 0.45),
         heart_shift=rng.uniform(-0.02, 0.03),
         hila_y=rng.uniform(-0.16, -0.08),  # level of the hila
@@ -423,7 +424,7 @@ def _draw_anatomy(sc: _Scene) -> None:
         t = vr.uniform(0.3, 0.65, (2, 10))
         turn = np.where(vr.random((2, 10)) < 0.5, -1.0, 1.0) * vr.uniform(0.3, 0.7, (2, 10))
         vessels.rays((hx + t * L * np.cos(theta)).ravel(), (hy + t * L * np.sin(theta)).ravel(), (theta + turn).ravel(),
-                     (L * vr.uniform(0.35, 0.6, (2, 10))).ravel(), vr.uniform(0.009, 0.013, 20), 0.8)
+                     (L * vr.uniform(0.35, 0.6, (2, 10))).ravel(), vr.uniform(0.009, 0.013, 20), 0.8, pieces=2)
     sc.vessels = vessels.result()
     sc.vessels += sum(0.8 * _blob(x, y, *sc.hilum(s), 0.05, 0.07, edge=0.4) for s in (-1, 1))
     sc.parenchyma = 0.02 * sc.tex_mid
@@ -775,11 +776,25 @@ def _code(name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- markers
+@lru_cache(maxsize=64)
 def _font(size: int) -> ImageFont.ImageFont:
     try:
-        return ImageFont.load_default(size=max(8, size))
+        return ImageFont.load_default(size=max(4, size))
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
+
+
+@lru_cache(maxsize=64)
+def _fit_font(text: str, image_size: int) -> tuple[ImageFont.ImageFont, tuple[int, int, int, int]]:
+    """Font (size 14 % of the image, shrunk to fit 70 % of its width) and text bbox."""
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    size = max(8, round(image_size * 0.14))
+    while True:
+        font = _font(size)
+        bbox = draw.textbbox((0, 0), text, font=font)
+        if bbox[2] - bbox[0] <= 0.7 * image_size or size <= 4 or not isinstance(font, ImageFont.FreeTypeFont):
+            return font, bbox
+        size -= 1
 
 
 def draw_text_marker(image: np.ndarray, text: str, corner: str, rng: np.random.Generator,
@@ -797,8 +812,8 @@ def draw_text_marker(image: np.ndarray, text: str, corner: str, rng: np.random.G
     S = image.shape[0]
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    font = _font(round(S * 0.08))
-    l, t, r, b = draw.textbbox((0, 0), text, font=font)
+    draw.fontmode = "1"  # crisp, not anti-aliased: burnt-in annotation pixels
+    font, (l, t, r, b) = _fit_font(text, S)
     w, h = r - l, b - t
     m = max(2, S // 40)
     jx, jy = int(rng.integers(0, m + 1)), int(rng.integers(0, m + 1))
@@ -814,7 +829,7 @@ def draw_text_marker(image: np.ndarray, text: str, corner: str, rng: np.random.G
     x0, y0 = max(0, x0), max(0, y0)
     draw.text((x0 - l, y0 - t), text, fill=int(value), font=font)
     image[...] = np.asarray(pil)
-    return int(x0), int(y0), int(w), int(h)
+    return int(x0), int(y0), int(min(w, S - x0)), int(min(h, S - y0))  # clipped to the image
 
 
 # ----------------------------------------------------------------------------- dataset

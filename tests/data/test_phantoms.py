@@ -248,6 +248,9 @@ def test_shortcut_correlation_matches_strength(tmp_path, strength):
     assert _phi(marker, covid) == pytest.approx(strength, abs=0.15)
     assert marker.mean() == pytest.approx(covid.mean(), abs=0.1)  # marker rate stays the prevalence
     assert (df.loc[marker, "text_box"] != "").all() and (df.loc[~marker, "text_box"] == "").all()
+    for box in df.loc[marker, "text_box"]:  # the letters are shrunk to fit even a 32 px image
+        x, y, w, h = map(int, box.split(","))
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 32 and y + h <= 32
 
 
 def test_full_shortcut_is_perfect_and_visible(paper_b):
