@@ -45,7 +45,7 @@ class Progress:
         self.done_weight = 0.0  # weight of stages executed (not skipped) in this process
         self.done_seconds = 0.0
         self.finished: set[str] = set()
-        self._current: tuple[str, str, float] | None = None
+        self._running: dict[str, tuple[str, float]] = {}  # stage id -> (label, start time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if title:
@@ -61,8 +61,7 @@ class Progress:
             return None
         rate = self.done_seconds / self.done_weight  # seconds per weight unit
         left = sum(w for sid, w in self.weights.items() if sid not in self.finished)
-        if self._current is not None:
-            sid, _, t0 = self._current
+        for sid, (_, t0) in list(self._running.items()):  # work already done on running stages
             left -= min(time.monotonic() - t0, self.weights.get(sid, 0.0) * rate) / rate
         return max(left, 0.0) * rate
 
@@ -87,21 +86,20 @@ class Progress:
 
     # -- events ----------------------------------------------------------------------------
     def stage_started(self, stage_id: str, label: str) -> None:
-        self._current = (stage_id, label, time.monotonic())
-        self._print(self._line(stage_id, label, "running"), inplace=self.tty)
-        if self.heartbeat > 0:
+        self._running[stage_id] = (label, time.monotonic())
+        self._print(self._line(stage_id, label, "started"))
+        if self.heartbeat > 0 and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            cur = self._current
-            if cur is None:
-                return
-            sid, label, t0 = cur
-            status = f"{format_seconds(time.monotonic() - t0)}"
-            self._print(self._line(sid, label, status), inplace=True)
+            now = time.monotonic()
+            busy = ", ".join(f"{sid} {format_seconds(now - t0)}" for sid, (_, t0) in list(self._running.items()))
+            if busy:
+                self._print(f"  running: {busy} | elapsed {format_seconds(self.elapsed())}  "
+                            f"remaining ~{format_seconds(self.remaining())}", inplace=True)
 
     def _stop_beat(self) -> None:
         self._stop.set()
@@ -111,8 +109,9 @@ class Progress:
 
     def stage_finished(self, stage_id: str, label: str, seconds: float, status: str = "done") -> None:
         """Record a finished stage; ``status='skipped'`` does not count towards the rate."""
-        self._stop_beat()
-        self._current = None
+        self._running.pop(stage_id, None)
+        if not self._running:
+            self._stop_beat()
         self.finished.add(stage_id)
         if status == "done":
             self.done_weight += self.weights.get(stage_id, 0.0)

@@ -20,11 +20,13 @@ stage hash (config, notebook file, upstream stages) and whose outputs all exist 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import sys
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,8 +36,6 @@ from cxrlib.report.config import (
 )
 from cxrlib.report.plan import Stage, build_plan
 from cxrlib.report.progress import Progress
-
-import hashlib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -233,30 +233,64 @@ def render_html(notebook: Path, html: Path) -> Path:
     return html
 
 
-def describe_failure(exc: Exception, notebook: Path) -> str:
-    """Readable message for a failed notebook: cell number, error, last traceback lines."""
-    from papermill.exceptions import PapermillExecutionError
+class StageError(RuntimeError):
+    """A stage's notebook failed; the message locates the failing cell and shows its error."""
 
-    if isinstance(exc, PapermillExecutionError):
-        import re
 
-        tb = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", line) for line in (exc.traceback or []))
-        lines = [ln for ln in tb.strip().splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
-        # where in the notebook's cell it failed ("Cell In[n], line m" and the source line
-        # marked ---->) and the innermost frames with the error itself (last lines)
-        cell = max((i for i, ln in enumerate(lines) if ln.startswith("Cell In[")), default=None)
-        head = []
-        if cell is not None:
-            head = lines[cell:cell + 1] + [ln for ln in lines[cell + 1:cell + 6] if ln.lstrip().startswith("---->")]
-        tail = "\n".join(head + ["    ..."] + lines[-8:])
-        return (f"cell {exc.exec_count} of {notebook.name} raised {exc.ename}: {exc.evalue}\n"
-                f"{tail}\n(partially executed notebook kept: {notebook})")
-    return f"{notebook.name}: {type(exc).__name__}: {exc}\n(notebook kept: {notebook})"
+def _clean(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def notebook_error(notebook: Path) -> dict[str, Any] | None:
+    """The first error output of an executed notebook: cell number, ename, evalue, traceback."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+    except (OSError, ValueError):
+        return None
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                return {"cell": i + 1, "exec_count": cell.get("execution_count"), "ename": out.get("ename", ""),
+                        "evalue": out.get("evalue", ""), "traceback": [_clean(t) for t in out.get("traceback", [])]}
+    return None
+
+
+def describe_failure(notebook: Path, log: Path | None = None) -> str:
+    """Readable message for a failed notebook: the failing cell, its error, the traceback's ends.
+
+    Args:
+        notebook: the (partially) executed notebook.
+        log: papermill's log of the execution, shown when the notebook holds no error
+            (e.g. the kernel died).
+    """
+    err = notebook_error(notebook)
+    if err is None:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log and log.is_file() else ""
+        return f"{notebook.name}: execution failed without a cell error (kernel died?)\n{tail}\n(log: {log})"
+    lines = [ln for ln in "\n".join(err["traceback"]).splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+    # where in the notebook's cell it failed ("Cell In[n], line m" and the source line marked
+    # ---->) and the innermost frames with the error itself (last lines)
+    cell = max((i for i, ln in enumerate(lines) if ln.startswith("Cell In[")), default=None)
+    head = []
+    if cell is not None:
+        head = lines[cell:cell + 1] + [ln for ln in lines[cell + 1:cell + 6] if ln.lstrip().startswith("---->")]
+    tail = "\n".join(head + ["    ..."] + lines[-8:])
+    return (f"cell {err['cell']} of {notebook.name} raised {err['ename']}: {err['evalue']}\n"
+            f"{tail}\n(partially executed notebook kept: {notebook})")
 
 
 def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any],
                   notebooks_dir: Path = NOTEBOOKS_DIR, kernel_name: str = KERNEL_NAME) -> Path:
-    """Execute one stage's notebook with papermill and render it to HTML.
+    """Execute one stage's notebook with papermill (in its own process) and render it to HTML.
+
+    papermill runs as ``python -m papermill`` so stages can run side by side and the kernel's
+    own log lines (TensorFlow start-up messages) go to ``notebooks/<stage>.log``, not the
+    terminal. The executed notebook is saved after every cell, so a failure keeps the
+    partially executed notebook (and its HTML).
 
     Args:
         stage: the stage.
@@ -269,23 +303,37 @@ def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any],
         The executed notebook path.
 
     Raises:
-        papermill.PapermillExecutionError: a cell failed (the partial notebook is saved first).
+        StageError: a cell failed or the kernel died; the message shows where and why.
     """
-    import papermill as pm
+    import subprocess
+
+    import yaml
 
     source = notebooks_dir / stage.notebook
     out_nb = run_dir / "notebooks" / f"{stage.id}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pm.execute_notebook(
-            str(source), str(out_nb), parameters=dict(params), kernel_name=kernel_name,
-            cwd=str(notebooks_dir), progress_bar=False, log_output=False,
-            report_mode=False,
-        )
-    finally:
-        if out_nb.is_file():
-            render_html(out_nb, out_nb.with_suffix(".html"))
+    param_file = out_nb.with_suffix(".params.yaml")
+    param_file.write_text(yaml.safe_dump(dict(params)), encoding="utf-8")
+    log = out_nb.with_suffix(".log")
+    cmd = [sys.executable, "-m", "papermill", str(source), str(out_nb), "-f", str(param_file),
+           "-k", kernel_name, "--cwd", str(notebooks_dir), "--no-progress-bar",
+           "--request-save-on-cell-execute"]
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_kernel_env())
+    if out_nb.is_file():
+        render_html(out_nb, out_nb.with_suffix(".html"))
+    if proc.returncode != 0:
+        raise StageError(describe_failure(out_nb, log))
     return out_nb
+
+
+def _kernel_env() -> dict[str, str]:
+    """Environment of a stage process: this venv first on PATH, TF start-up logs quiet."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 def keep_aside(stage_dir: Path, out_nb: Path, run_dir: Path) -> Path | None:
@@ -294,8 +342,8 @@ def keep_aside(stage_dir: Path, out_nb: Path, run_dir: Path) -> Path | None:
     Returns:
         The attempt folder, or None when there was nothing to move.
     """
-    html = out_nb.with_suffix(".html")
-    leftovers = [p for p in (stage_dir, out_nb, html) if p.exists()]
+    leftovers = [p for p in (stage_dir, out_nb, out_nb.with_suffix(".html"), out_nb.with_suffix(".log"))
+                 if p.exists()]
     if not leftovers:
         return None
     attempt = run_dir / "stages" / ".attempts" / f"{stage_dir.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -359,6 +407,7 @@ def run_experiment(
     only: Iterable[str] | None = None,
     notebooks_dir: str | os.PathLike | None = None,
     stream=None,
+    jobs: int = 1,
 ) -> RunResult:
     """Execute an experiment's notebooks in dependency order and write its HTML report.
 
@@ -373,9 +422,13 @@ def run_experiment(
         only: run only stages whose id starts with one of these (and their dependencies).
         notebooks_dir: folder of the source notebooks (default: the repository's).
         stream: where progress goes (default stderr).
+        jobs: notebooks executed at the same time (independent stages only, e.g. the
+            strategy x fold fan-out). On 2 cores, 2 helps small stages, whose time is mostly
+            single-threaded start-up and graph building.
 
     Raises:
-        RunFailed: a notebook failed; the run stops, its partial notebook and HTML are kept.
+        RunFailed: a notebook failed; no new stage starts, stages already running finish,
+            the failed notebook (partially executed) and its HTML are kept.
     """
     from cxrlib.report.index import write_index
 
@@ -402,58 +455,96 @@ def run_experiment(
                               f"{run_dir} (config {chash}{', smoke' if cfg.get('smoke') else ''})")
     result = RunResult(run_dir=run_dir, run_id=run_dir.name, config_hash=chash)
     hashes: dict[str, str] = {}
+    for stage in plan:  # a stage's hash needs only its upstream hashes: all known up front
+        hashes[stage.id] = stage_hash(stage, chash, nb_dir / stage.notebook, hashes)
     t_run = time.monotonic()
-    for stage in plan:
-        stage_dir = run_dir / "stages" / stage.id
-        out_nb = run_dir / "notebooks" / f"{stage.id}.ipynb"
-        shash = stage_hash(stage, chash, nb_dir / stage.notebook, hashes)
-        hashes[stage.id] = shash
-        record = info["stages"].setdefault(stage.id, {})
-        record.update(notebook=stage.notebook, label=stage.label, params=stage.params,
-                      depends=list(stage.depends))
-        if not force and stage_is_done(stage_dir, shash, out_nb):
-            record["skipped_at"] = now_iso()
-            result.skipped.append(stage.id)
-            progress.stage_finished(stage.id, stage.label, 0.0, status="skipped")
-            continue
-        keep_aside(stage_dir, out_nb, run_dir)
-        stage_dir.mkdir(parents=True)
-        params = {
-            "config_path": str(config_path), "run_dir": str(run_dir), "stage_dir": str(stage_dir),
-            "data_root": str(Path(data_root).resolve()) if data_root else "", **stage.params,
-        }
-        record.update(status="running", started=now_iso(), hash=shash)
-        write_json(run_dir / "run.json", info)
-        progress.stage_started(stage.id, stage.label)
-        t0 = time.monotonic()
-        try:
-            execute_stage(stage, run_dir, params, notebooks_dir=nb_dir)
-        except BaseException as exc:  # noqa: BLE001 - record, render, then re-raise
-            seconds = time.monotonic() - t0
-            message = describe_failure(exc, out_nb)
-            progress.stage_finished(stage.id, stage.label, seconds, status="FAILED")
-            record.update(status="failed", seconds=round(seconds, 1), error=message,
-                          finished=now_iso())
-            info.update(status="failed", updated=now_iso(), failed_stage=stage.id)
-            write_json(stage_dir / "stage.json", {"hash": shash, "status": "failed", "error": message})
-            write_json(run_dir / "run.json", info)
-            try:
-                write_index(run_dir)
-            except Exception:  # the index must not hide the notebook's error
-                traceback.print_exc()
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise RunFailed(f"stage {stage.id} failed: {message}", stage.id, out_nb, run_dir) from exc
+    done: set[str] = set()
+    failures: list[tuple[Stage, str]] = []
+    pending = list(plan)
+    running: dict[Future, tuple[Stage, float]] = {}
+
+    def record_of(stage: Stage) -> dict[str, Any]:
+        rec = info["stages"].setdefault(stage.id, {})
+        rec.update(notebook=stage.notebook, label=stage.label, params=stage.params,
+                   depends=list(stage.depends))
+        return rec
+
+    def launch_ready(pool: ThreadPoolExecutor) -> None:
+        """Skip finished stages and start ready ones, up to ``jobs`` at a time, in plan order."""
+        progressed = True
+        while progressed and not failures:
+            progressed = False
+            for stage in list(pending):
+                if len(running) >= jobs or any(d not in done for d in stage.depends):
+                    continue
+                pending.remove(stage)
+                progressed = True
+                stage_dir = run_dir / "stages" / stage.id
+                out_nb = run_dir / "notebooks" / f"{stage.id}.ipynb"
+                rec = record_of(stage)
+                if not force and stage_is_done(stage_dir, hashes[stage.id], out_nb):
+                    rec["skipped_at"] = now_iso()
+                    result.skipped.append(stage.id)
+                    done.add(stage.id)
+                    progress.stage_finished(stage.id, stage.label, 0.0, status="skipped")
+                    continue
+                keep_aside(stage_dir, out_nb, run_dir)
+                stage_dir.mkdir(parents=True)
+                params = {
+                    "config_path": str(config_path), "run_dir": str(run_dir), "stage_dir": str(stage_dir),
+                    "data_root": str(Path(data_root).resolve()) if data_root else "", **stage.params,
+                }
+                rec.update(status="running", started=now_iso(), hash=hashes[stage.id])
+                rec.pop("error", None)
+                write_json(run_dir / "run.json", info)
+                progress.stage_started(stage.id, stage.label)
+                fut = pool.submit(execute_stage, stage, run_dir, params, nb_dir)
+                running[fut] = (stage, time.monotonic())
+
+    def finish(fut: Future) -> None:
+        stage, t0 = running.pop(fut)
         seconds = time.monotonic() - t0
-        outputs = list_outputs(stage_dir)
-        write_json(stage_dir / "stage.json", {"hash": shash, "status": "done", "stage": stage.id,
-                                              "seconds": round(seconds, 1), "outputs": outputs,
-                                              "finished": now_iso()})
-        record.update(status="done", seconds=round(seconds, 1), finished=now_iso())
-        record.pop("error", None)
+        stage_dir = run_dir / "stages" / stage.id
+        rec = record_of(stage)
+        exc = fut.exception()
+        if exc is not None:
+            message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+            progress.stage_finished(stage.id, stage.label, seconds, status="FAILED")
+            rec.update(status="failed", seconds=round(seconds, 1), error=message, finished=now_iso())
+            write_json(stage_dir / "stage.json", {"hash": hashes[stage.id], "status": "failed", "error": message})
+            failures.append((stage, message))
+        else:
+            write_json(stage_dir / "stage.json", {
+                "hash": hashes[stage.id], "status": "done", "stage": stage.id, "seconds": round(seconds, 1),
+                "outputs": list_outputs(stage_dir), "finished": now_iso()})
+            rec.update(status="done", seconds=round(seconds, 1), finished=now_iso())
+            result.executed.append(stage.id)
+            done.add(stage.id)
+            progress.stage_finished(stage.id, stage.label, seconds)
         write_json(run_dir / "run.json", info)
-        result.executed.append(stage.id)
-        progress.stage_finished(stage.id, stage.label, seconds)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+            launch_ready(pool)
+            while running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    finish(fut)
+                launch_ready(pool)  # after a failure nothing new starts; running stages finish
+    except KeyboardInterrupt:
+        info.update(status="interrupted", updated=now_iso())
+        write_json(run_dir / "run.json", info)
+        raise
+    if failures:
+        stage, message = failures[0]
+        info.update(status="failed", updated=now_iso(), failed_stage=stage.id)
+        write_json(run_dir / "run.json", info)
+        try:
+            write_index(run_dir)
+        except Exception:  # the index must not hide the notebook's error
+            traceback.print_exc()
+        raise RunFailed(f"stage {stage.id} failed: {message}", stage.id,
+                        run_dir / "notebooks" / f"{stage.id}.ipynb", run_dir)
 
     result.seconds = time.monotonic() - t_run
     complete = only is None or set(s.id for s in plan) == set(info["plan"])

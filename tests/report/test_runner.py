@@ -9,7 +9,8 @@ import nbformat
 import pytest
 import yaml
 
-from cxrlib.report.plan import NOTEBOOKS
+from cxrlib.report.config import load_experiment
+from cxrlib.report.plan import NOTEBOOKS, build_plan
 from cxrlib.report.runner import RunFailed, run_experiment
 
 BODY = '''
@@ -51,7 +52,7 @@ def fake(tmp_path: Path):
         "paper": {"short": "A", "claims": [{"metric": "accuracy", "value": 0.9013, "std": 0.0014,
                                             "strategy": "domain_extension"}]},
         "data": {"kind": "phantoms", "target": {"n": 10}},
-        "split": {"kind": "kfold", "k": 2},
+        "split": {"kind": "kfold", "k": 2, "folds": [0]},  # 2 folds, only fold 0 run: a small plan
         "strategies": {"scratch": {}, "domain_extension": {}},
         "smoke": {"transfer": {"epochs": 1}},
     }
@@ -66,12 +67,15 @@ def _executions(run_dir: Path) -> list[str]:
 
 def test_run_order_fanout_resume_and_force(fake):
     nb_dir, cfg_path, out = fake
-    r1 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
+    r1 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, jobs=2)
     ran = _executions(r1.run_dir)
-    assert ran[:2] == ["01_data", "02_source_pretraining"]
-    assert sorted(ran[2:6]) == sorted(f"03_transfer-{s}-fold{f}" for s in ("scratch", "domain_extension")
-                                      for f in (0, 1))
-    assert ran[6:] == ["04_cross_validation", "06_summary"]  # no heatmaps block -> no 05
+    expected = ["01_data", "02_source_pretraining", "04_cross_validation", "06_summary"] + [
+        f"03_transfer-{s}-fold0" for s in ("scratch", "domain_extension")]
+    assert sorted(ran) == sorted(expected)  # no heatmaps block -> no 05; each stage once
+    # two at a time, but every stage after the stages it depends on
+    plan = {s.id: s for s in build_plan(load_experiment(cfg_path))}
+    for i, sid in enumerate(ran):
+        assert set(plan[sid].depends) <= set(ran[:i]), sid
     for sid in ran:
         assert (r1.run_dir / "notebooks" / f"{sid}.html").is_file()
     assert json.loads((r1.run_dir / "run.json").read_text())["status"] == "complete"
@@ -83,16 +87,16 @@ def test_run_order_fanout_resume_and_force(fake):
     assert r2.run_dir == r1.run_dir and r2.executed == [] and len(r2.skipped) == len(ran)
     assert _executions(r1.run_dir) == ran
 
-    # A stage whose output vanished is executed again, and so are the stages after it? No:
-    # only stages whose own outputs or hash changed run.
-    (r1.run_dir / "stages" / "03_transfer-scratch-fold1" / "out.txt").unlink()
+    # A stage whose output vanished runs again; stages after it keep their outputs (their
+    # hash depends on the upstream stage's hash, which is unchanged).
+    (r1.run_dir / "stages" / "03_transfer-scratch-fold0" / "out.txt").unlink()
     r3 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
-    assert r3.executed == ["03_transfer-scratch-fold1"]
+    assert r3.executed == ["03_transfer-scratch-fold0"]
 
     # --force: a new run id, the earlier run untouched.
-    r4 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, force=True)
-    assert r4.run_dir != r1.run_dir and len(r4.executed) == len(ran)
-    assert (r1.run_dir / "index.html").is_file()
+    r4 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, force=True, only=["01_data"])
+    assert r4.run_dir != r1.run_dir and r4.executed == ["01_data"]
+    assert (r1.run_dir / "index.html").is_file() and _executions(r1.run_dir).count("01_data") == 1
 
     # Another config (smoke) never reuses the run of the first.
     r5 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, smoke=True, only=["01_data"])
@@ -102,12 +106,12 @@ def test_run_order_fanout_resume_and_force(fake):
 def test_failed_notebook_stops_run_and_keeps_partial(fake, capsys):
     nb_dir, cfg_path, out = fake
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["fail_at"] = "03_transfer-domain_extension-fold0"
+    cfg["fail_at"] = "03_transfer-scratch-fold0"
     cfg_path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(RunFailed) as info:
         run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
     exc = info.value
-    assert exc.stage_id == "03_transfer-domain_extension-fold0"
+    assert exc.stage_id == "03_transfer-scratch-fold0"
     assert "ValueError" in str(exc) and "planned failure" in str(exc)
     assert "Cell In[" in str(exc) and "---->" in str(exc)  # where in the notebook it failed
     assert exc.notebook.is_file() and exc.notebook.with_suffix(".html").is_file()
