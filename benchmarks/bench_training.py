@@ -22,6 +22,13 @@ from cxrlib import experiment
 from cxrlib.data.phantoms import generate_phantoms
 
 
+def _phantoms(folder: Path, task: str, n: int, seed: int, size: int) -> Path:
+    """Generate phantoms once per (task, n, size, seed); reuse them on later runs."""
+    if (folder / "manifest.csv").is_file():
+        return folder / "manifest.csv"
+    return generate_phantoms(folder, task, n, seed=seed, image_size=size)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/cxr_bench_training")
@@ -40,11 +47,11 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     t0 = time.time()
-    src = generate_phantoms(out / "phantoms_source", "source", args.n_source, seed=args.seed + 1,
-                            image_size=args.size)
-    tgt = generate_phantoms(out / "phantoms_target", args.task, args.n_target, seed=args.seed + 2,
-                            image_size=args.size)
-    print(f"phantoms generated in {time.time() - t0:.1f} s")
+    src = _phantoms(out / f"phantoms_source_{args.n_source}_{args.size}_{args.seed}", "source", args.n_source,
+                    args.seed + 1, args.size)
+    tgt = _phantoms(out / f"phantoms_{args.task}_{args.n_target}_{args.size}_{args.seed}", args.task,
+                    args.n_target, args.seed + 2, args.size)
+    print(f"phantoms ready in {time.time() - t0:.1f} s")
     stage = {"backbone": args.backbone, "image_size": args.size, "batch_size": 32, "cache": "memory",
              "bootstrap": 200, "split_seed": args.seed}
     common_train = {"lr": args.lr, "early_stopping": 0, "tensorboard": False, "verbose": 0, "seed": args.seed}

@@ -162,6 +162,7 @@ def build_model(
     dropout: float = 0.0,
     compact_blocks: Sequence[int] = COMPACT_DENSENET_BLOCKS,
     name: str | None = None,
+    bn_momentum: float | None = 0.9,
 ) -> keras.Model:
     """Build a flat functional classifier: backbone -> GAP -> Dropout -> Dense 'head'.
 
@@ -178,6 +179,12 @@ def build_model(
             names never depend on the rate).
         compact_blocks: dense blocks of ``compact_densenet``.
         name: model name (default ``"<backbone>_<n_outputs><activation[0]>"``).
+        bn_momentum: momentum of every BatchNormalization layer's moving mean/variance
+            (keras.applications uses 0.99). 0.9 by default: with the few hundred steps of a
+            small-data run, 0.99 leaves the moving statistics far from the data's, and the
+            model is much worse in inference mode than in training mode (measured on the
+            phantoms after 12 epochs of 15 steps: validation macro-F1 0.26 in inference mode
+            vs 0.41 with batch statistics). None keeps the backbone's value.
 
     Returns:
         An uncompiled ``keras.Model`` whose output layer is named ``head``.
@@ -212,6 +219,10 @@ def build_model(
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(n_outputs, activation=activation, name="head")(x)  # [B, K]
     model = keras.Model(inputs, outputs, name=name or f"{backbone}_{n_outputs}{activation[0]}")
+    if bn_momentum is not None:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)  # read at call time; saved in the .h5 config
 
     if weights is not None and not imagenet:
         path = Path(weights)

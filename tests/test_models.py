@@ -37,6 +37,8 @@ def test_compact_densenet_is_small_and_sigmoid_head():
     m = models.build_model("compact_densenet", (32, 32, 1), 14, "sigmoid")
     assert 200_000 < m.count_params() < 800_000
     assert m.get_layer("head").activation is keras.activations.sigmoid
+    bns = [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.9 for layer in bns)  # small-data default (see build_model)
     x = np.zeros((2, 32, 32, 1), np.float32)
     y = m(x, training=False).numpy()
     assert y.shape == (2, 14) and ((y > 0) & (y < 1)).all()
@@ -72,6 +74,7 @@ def test_weights_from_earlier_stage_file_skip_the_head(tmp_path):
             np.testing.assert_array_equal(a, b)
     assert dst.get_layer("head").get_weights()[0].shape == (128, 3)
     loaded = models.load_model(path)
+    assert loaded.get_layer("block2_bn").momentum == 0.9
     np.testing.assert_array_equal(loaded.get_layer("head").get_weights()[0],
                                   src.get_layer("head").get_weights()[0])
     with pytest.raises(FileNotFoundError):
