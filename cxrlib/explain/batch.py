@@ -1,0 +1,212 @@
+"""Heatmaps over a manifest: arrays + PNG overlays, one folder per model and method.
+
+API (stable):
+
+- ``explain_manifest(df, root, model_path, out_dir, methods=("gradcam",), classes=None,
+  image_size=64, channels=3, backbone="compact_densenet", resize_mode="pad", class_index=None,
+  model_name=None, overlays=True, batch_size=8, overwrite=False) -> DataFrame``
+  writes ``out_dir/<model_name>/<method>/<image stem>.npy`` (float32 [H, W]: Grad-CAM maps in
+  [0, 1], LRP signed relevance), ``<image stem>.png`` (image | heatmap | overlay, colour bar)
+  and ``heatmaps.csv`` (path, class_index, class, prob, npy, png) per folder. A tqdm progress
+  bar counts images; finished images are kept (atomic writes) and skipped on a rerun unless
+  ``overwrite``.
+- ``save_overlay(image, heatmap, out_png, title="", signed=False)``: the three-panel figure.
+- ``read_heatmaps(folder) -> (index DataFrame, maps [N, H, W])``: load a method folder back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def save_overlay(image: np.ndarray, heatmap: np.ndarray, out_png: str | os.PathLike, title: str = "",
+                 signed: bool = False, alpha: float = 0.45) -> Path:
+    """Save image | heatmap | overlay side by side with a colour bar (atomic write).
+
+    Args:
+        image: [H, W] or [H, W, C] display image (raw 0..255 or any range; scaled for display).
+        heatmap: [H, W] map (Grad-CAM [0, 1], or signed LRP relevance).
+        out_png: destination PNG.
+        title: figure title (e.g. path, class and probability).
+        signed: symmetric blue-white-red colour scale around 0 (LRP), else ``jet`` from 0 to max.
+        alpha: heatmap opacity in the overlay.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    img = np.asarray(image, dtype=np.float32)
+    img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+    if img.ndim == 3:
+        img = img.mean(axis=-1)  # [H, W] gray for display
+    span = float(np.ptp(img))
+    img = (img - img.min()) / span if span > 0 else np.zeros_like(img)
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if signed:
+        lim = float(np.abs(heat).max()) or 1.0
+        cmap, vmin, vmax = "bwr", -lim, lim
+    else:
+        cmap, vmin, vmax = "jet", 0.0, float(heat.max()) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4), constrained_layout=True)
+    axes[0].imshow(img, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("image")
+    im = axes[1].imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax)
+    axes[1].set_title("heatmap")
+    axes[2].imshow(img, cmap="gray", vmin=0, vmax=1)
+    axes[2].imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
+    axes[2].set_title("overlay")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="relevance" if signed else "Grad-CAM")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(out_png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+def _stems(paths: Sequence[str]) -> list[str]:
+    """File stems unique within the batch (folders flattened with '__')."""
+    stems = [str(Path(p).with_suffix("")).replace("/", "__").replace("\\", "__") for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError("manifest paths are not unique")
+    return stems
+
+
+def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str | os.PathLike,
+                     out_dir: str | os.PathLike, methods: Sequence[str] = ("gradcam",),
+                     classes: Sequence[str] | None = None, image_size: int = 64, channels: int = 3,
+                     backbone: str = "compact_densenet", resize_mode: str = "pad",
+                     class_index: int | Sequence[int] | None = None, model_name: str | None = None,
+                     overlays: bool = True, batch_size: int = 8, overwrite: bool = False,
+                     progress: bool = True, **lrp_params) -> pd.DataFrame:
+    """Generate heatmaps for every manifest row with each method; write arrays, overlays, index.
+
+    Args:
+        df: manifest rows to explain.
+        root: data root.
+        model_path: saved ``.h5`` model (Grad-CAM loads it in this process, LRP in a worker).
+        out_dir: output root; files go to ``out_dir/<model_name>/<method>/``.
+        methods: ``gradcam``, ``gradcam++`` and/or iNNvestigate ``lrp.*`` analyzer names.
+        classes: class names of the model's outputs (for the index and titles).
+        image_size, channels, backbone, resize_mode: how the model's images were prepared
+            (``cxrlib.data.pipeline.load_images``).
+        class_index: None (predicted class), an int, or one int per row.
+        model_name: folder name (default: the model file's parent folder name).
+        overlays: also write PNG overlays.
+        batch_size: images per explanation call.
+        overwrite: recompute images whose ``.npy`` already exists.
+        progress: show a tqdm progress bar.
+        **lrp_params: analyzer parameters for the LRP methods (e.g. ``epsilon=1e-7``).
+
+    Returns:
+        The concatenated index: path, model, method, class_index, class, prob, npy, png.
+    """
+    from tqdm.auto import tqdm
+
+    from cxrlib.data.pipeline import load_images
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    model_name = model_name or model_path.parent.name or model_path.stem
+    df = df.reset_index(drop=True)
+    stems = _stems(df["path"].tolist())
+    # validate every image before any long work (raises naming the bad files)
+    x = load_images(df, root, image_size, channels=channels, backbone=backbone, resize_mode=resize_mode)
+    shown = load_images(df, root, image_size, channels=1, backbone=None, resize_mode=resize_mode, check=False)
+    n = len(df)
+    cls = None if class_index is None else np.broadcast_to(np.asarray(class_index, dtype=int), (n,))
+    index = []
+    for method in methods:
+        folder = Path(out_dir) / model_name / method
+        folder.mkdir(parents=True, exist_ok=True)
+        todo = [i for i in range(n) if overwrite or not (folder / f"{stems[i]}.npy").is_file()]
+        old = folder / "heatmaps.csv"
+        prev = pd.read_csv(old, dtype={"path": str}, keep_default_na=False) if old.is_file() else None
+        rows = {} if prev is None else {r["path"]: r for r in prev.to_dict("records")}
+        explainer = _Explain(method, model_path)
+        try:
+            bar = tqdm(total=len(todo), desc=f"{model_name}/{method}", unit="img", disable=not progress)
+            for s in range(0, len(todo), batch_size):
+                idx = todo[s:s + batch_size]
+                sub = None if cls is None else cls[idx]
+                maps, ci, prob, signed = explainer(x[idx], sub, **lrp_params)
+                for j, i in enumerate(idx):
+                    npy, png = folder / f"{stems[i]}.npy", folder / f"{stems[i]}.png"
+                    _atomic_save_npy(npy, maps[j].astype(np.float32))
+                    name = classes[ci[j]] if classes is not None else str(ci[j])
+                    if overlays:
+                        save_overlay(shown[i], maps[j], png, signed=signed,
+                                     title=f"{df['path'][i]} | {method} | {name} p={prob[j]:.2f}")
+                    rows[df["path"][i]] = {"path": df["path"][i], "model": model_name, "method": method,
+                                           "class_index": int(ci[j]), "class": name, "prob": float(prob[j]),
+                                           "npy": npy.name, "png": png.name if overlays else ""}
+                bar.update(len(idx))
+                _write_index(folder, rows)  # after every batch: a crash keeps finished images indexed
+            bar.close()
+        finally:
+            explainer.close()
+        _write_index(folder, rows)
+        index.append(pd.DataFrame([rows[p] for p in df["path"] if p in rows]))
+    return pd.concat(index, ignore_index=True) if index else pd.DataFrame()
+
+
+def _write_index(folder: Path, rows: dict) -> None:
+    tmp = folder / "heatmaps.csv.tmp"
+    pd.DataFrame(list(rows.values())).to_csv(tmp, index=False)
+    os.replace(tmp, folder / "heatmaps.csv")
+
+
+class _Explain:
+    """Uniform callable over Grad-CAM and LRP: (images, class_index) -> (maps, idx, prob, signed)."""
+
+    def __init__(self, method: str, model_path: Path):
+        self.method = method
+        if method.startswith("lrp"):
+            from cxrlib.explain.lrp import LRPExplainer
+
+            self._lrp = LRPExplainer(model_path)
+            self._cam = None
+        else:
+            from cxrlib.explain.gradcam import CamExplainer
+            from cxrlib.models import load_model
+
+            self._cam = CamExplainer(load_model(model_path), method=method)
+            self._lrp = None
+
+    def __call__(self, images, class_index, **params):
+        if self._lrp is not None:
+            r = self._lrp.explain(images, method=self.method, class_index=class_index, **params)
+            prob = r.probs[np.arange(len(r.class_index)), r.class_index]
+            return r.relevance, r.class_index, prob, True
+        r = self._cam.explain(images, class_index)
+        return r.maps, r.class_index, r.scores, False
+
+    def close(self):
+        if self._lrp is not None:
+            self._lrp.close()
+
+
+def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
+    """Index and maps [N, H, W] of one ``<model>/<method>`` folder written by explain_manifest."""
+    folder = Path(folder)
+    index = pd.read_csv(folder / "heatmaps.csv", dtype={"path": str}, keep_default_na=False)
+    maps = np.stack([np.load(folder / f) for f in index["npy"]]) if len(index) else np.zeros((0, 0, 0))
+    return index, maps

@@ -1,0 +1,296 @@
+"""Shortcut audit: is the model looking at the patient, or at the border, the text, the source?
+
+Paper B (Bassi & Attux) found with LRP that words printed on the X-rays influenced the
+predictions. This module turns that observation into numbers.
+
+API (stable):
+
+- ``border_mask(image_size, width=0.1) -> bool [H, W]``: the outer frame (``width`` in pixels,
+  or a fraction of the side when < 1).
+- ``text_masks(df, root, image_size, column="text_box", resize_mode="pad")``: burnt-in text
+  regions of the manifest rows (``x,y,w,h`` in stored pixels) as bool [N, H, W], plus a
+  bool [N] telling which rows have one.
+- ``shortcut_audit(maps, df, root, image_size, border=0.1, ...) -> DataFrame``: per image and
+  region (``border``, ``text``): positive relevance ``mass`` in the region, its ``area``
+  fraction and ``enrichment`` = mass / area (1 = what a uniform map gives).
+- ``audit_summary(audit, threshold=2.0) -> DataFrame``: per model, method and region: mean mass,
+  mean area, ``enrichment`` = mean mass / mean area, ``flagged`` = enrichment > threshold.
+- ``mask_regions(images, masks, fill="mean")``: replace regions (e.g. border, text) by the
+  image's mean outside the region (or 0 / a value).
+- ``masked_accuracy(model, images, labels, regions) -> DataFrame``: accuracy unmasked vs with
+  each region masked (paper B's words-in-the-X-ray experiment, as an ablation).
+- ``source_classifier(features_or_images, sources, groups, ...) -> SourceCheck`` and
+  ``source_classifier_from_manifest(df, root, image_size=32)``: can a logistic regression on
+  downsampled pixels tell which collection an image comes from? Patient-grouped stratified CV
+  (scikit-learn), accuracy vs the majority baseline; a high number is a confounding warning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlib.explain.scoring import box_mask, mass_inside, parse_box
+
+
+def border_mask(image_size: int | tuple[int, int], width: float = 0.1) -> np.ndarray:
+    """Bool [H, W] mask of the image border.
+
+    Args:
+        image_size: side (square) or (height, width).
+        width: border width in pixels (>= 1) or as a fraction of each side (0 < width < 1).
+    """
+    h, w = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if width <= 0:
+        raise ValueError(f"border width must be positive, got {width}")
+    bh, bw = (max(1, int(round(width * h))), max(1, int(round(width * w)))) if width < 1 else (int(width), int(width))
+    if 2 * bh >= h or 2 * bw >= w:
+        raise ValueError(f"border width {width} covers the whole {h}x{w} image")
+    m = np.ones((h, w), dtype=bool)
+    m[bh:h - bh, bw:w - bw] = False
+    return m
+
+
+def _stored_shape(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:  # reads the header only
+        return im.height, im.width
+
+
+def text_masks(df: pd.DataFrame, root, image_size: int, column: str = "text_box",
+               resize_mode: str = "pad") -> tuple[np.ndarray, np.ndarray]:
+    """Burnt-in text regions in the model's input grid.
+
+    Args:
+        df: manifest rows; ``column`` holds ``x,y,w,h`` in stored-image pixels or ''.
+        root: data root (stored image sizes are read from the files' headers).
+        image_size: model input size.
+        column: the box column (``text_box``; phantoms also have ``lr_box``).
+        resize_mode: the pipeline's resize mode used for the images.
+
+    Returns:
+        (masks bool [N, H, W], has_box bool [N]).
+
+    Raises:
+        ValueError: naming the CSV line of a malformed box or a missing column.
+    """
+    from cxrlib.data.manifest import line_of
+
+    if column not in df.columns:
+        raise ValueError(f"manifest has no {column!r} column")
+    masks = np.zeros((len(df), image_size, image_size), dtype=bool)
+    has = np.zeros(len(df), dtype=bool)
+    for i, (path, cell) in enumerate(zip(df["path"], df[column])):
+        try:
+            box = parse_box(cell)
+        except ValueError as exc:
+            raise ValueError(f"line {line_of(i)}, column {column!r}: {exc}") from None
+        if box is None:
+            continue
+        masks[i] = box_mask([box], _stored_shape(Path(root) / path), image_size, resize_mode=resize_mode)
+        has[i] = masks[i].any()
+    return masks, has
+
+
+def shortcut_audit(maps: np.ndarray, df: pd.DataFrame, root, image_size: int, border: float = 0.1,
+                   method: str = "", model: str = "", text_column: str = "text_box",
+                   resize_mode: str = "pad") -> pd.DataFrame:
+    """Positive relevance in the border and in burnt-in text, per image.
+
+    Args:
+        maps: [N, H, W] heatmaps of the rows of ``df`` (same order).
+        df: manifest rows (``text_column`` optional: without it only the border is audited).
+        root: data root.
+        image_size: model input size (= map size).
+        border: border width (pixels, or fraction of the side when < 1).
+        method, model: names recorded in the table.
+        text_column: column with ``x,y,w,h`` text boxes.
+        resize_mode: the pipeline's resize mode.
+
+    Returns:
+        DataFrame[path, model, method, region, mass, area, enrichment]; text rows only for
+        images that have a text box; ``mass`` is NaN for a map without positive relevance.
+    """
+    maps = np.asarray(maps)
+    if len(maps) != len(df):
+        raise ValueError(f"{len(maps)} maps for {len(df)} manifest rows")
+    if maps.shape[1:] != (image_size, image_size):
+        raise ValueError(f"maps of shape {maps.shape[1:]} do not match image_size {image_size}")
+    regions = {"border": (np.broadcast_to(border_mask(image_size, border), maps.shape), np.ones(len(df), bool))}
+    if text_column in df.columns:
+        regions["text"] = text_masks(df, root, image_size, text_column, resize_mode)
+    rows = []
+    for region, (masks, present) in regions.items():
+        for i in np.nonzero(present)[0]:
+            area = float(masks[i].mean())
+            mass = mass_inside(maps[i], masks[i])
+            rows.append({"path": df["path"].iloc[i], "model": model, "method": method, "region": region,
+                         "mass": mass, "area": area, "enrichment": mass / area})
+    return pd.DataFrame(rows, columns=["path", "model", "method", "region", "mass", "area", "enrichment"])
+
+
+def audit_summary(audit: pd.DataFrame, threshold: float = 2.0) -> pd.DataFrame:
+    """Flag regions that attract more relevance than their area warrants.
+
+    Args:
+        audit: :func:`shortcut_audit` output (several models/methods may be concatenated).
+        threshold: ``flagged`` when mean mass / mean area exceeds it (2 = twice the uniform share).
+
+    Returns:
+        DataFrame[model, method, region, n, n_undefined, mass, area, enrichment, flagged].
+    """
+    g = audit.groupby(["model", "method", "region"], sort=True)
+    out = g.agg(n=("mass", "size"), mass=("mass", "mean"), area=("area", "mean")).reset_index()
+    out.insert(4, "n_undefined", g["mass"].apply(lambda v: int(v.isna().sum())).to_numpy())
+    out["enrichment"] = out["mass"] / out["area"]
+    out["flagged"] = out["enrichment"] > threshold
+    return out
+
+
+def mask_regions(images: np.ndarray, masks: np.ndarray, fill: str | float = "mean") -> np.ndarray:
+    """Copy of ``images`` with the masked pixels replaced.
+
+    Args:
+        images: float [N, H, W, C] (preprocessed or raw).
+        masks: bool [N, H, W] or one [H, W] for all images.
+        fill: ``"mean"`` (per image and channel, mean of the pixels outside the mask), or a number.
+    """
+    images = np.array(images, dtype=np.float32, copy=True)
+    masks = np.broadcast_to(np.asarray(masks, dtype=bool), images.shape[:3])
+    for i in range(len(images)):
+        m = masks[i]
+        if not m.any():
+            continue
+        if fill == "mean":
+            value = images[i][~m].mean(axis=0) if (~m).any() else 0.0  # [C]
+        else:
+            value = float(fill)
+        images[i][m] = value
+    return images
+
+
+def masked_accuracy(model, images: np.ndarray, labels: np.ndarray, regions: Mapping[str, np.ndarray],
+                    fill: str | float = "mean", batch_size: int = 32) -> pd.DataFrame:
+    """Accuracy with and without each region masked out (single-label models).
+
+    Args:
+        model: keras model (or any object with ``predict``) giving [N, K] scores.
+        images: float32 [N, H, W, C], preprocessed for the model.
+        labels: int [N] true class indices.
+        regions: name -> bool mask [N, H, W] or [H, W] (e.g. ``{"border": ..., "text": ...}``).
+        fill: see :func:`mask_regions`.
+        batch_size: prediction batch size.
+
+    Returns:
+        DataFrame[region, n, n_masked, accuracy, accuracy_unmasked, delta, changed]:
+        ``changed`` is the fraction of predictions that flip when the region is masked.
+    """
+    labels = np.asarray(labels, dtype=int)
+    base = np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).argmax(axis=1)
+    acc0 = float((base == labels).mean())
+    rows = [{"region": "none", "n": len(labels), "n_masked": 0, "accuracy": acc0,
+             "accuracy_unmasked": acc0, "delta": 0.0, "changed": 0.0}]
+    for name, masks in regions.items():
+        masks = np.broadcast_to(np.asarray(masks, dtype=bool), images.shape[:3])
+        pred = np.asarray(model.predict(mask_regions(images, masks, fill), batch_size=batch_size,
+                                        verbose=0)).argmax(axis=1)
+        acc = float((pred == labels).mean())
+        rows.append({"region": name, "n": len(labels), "n_masked": int(masks.any(axis=(1, 2)).sum()),
+                     "accuracy": acc, "accuracy_unmasked": acc0, "delta": acc - acc0,
+                     "changed": float((pred != base).mean())})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class SourceCheck:
+    """Result of :func:`source_classifier`: can pixels alone reveal the collection?"""
+
+    accuracy: float  # mean over folds
+    accuracy_std: float
+    balanced_accuracy: float  # mean over folds (chance = 1 / number of sources)
+    baseline: float  # majority-class accuracy (predicting the largest source)
+    n_images: int
+    n_groups: int
+    n_splits: int
+    counts: dict = field(default_factory=dict)  # images per source
+    per_fold: list = field(default_factory=list)
+
+    @property
+    def warning(self) -> str:
+        """A sentence for reports: how far above the majority baseline the classifier gets."""
+        gap = self.accuracy - self.baseline
+        level = "STRONG confounding" if gap > 0.2 else "confounding" if gap > 0.05 else "no clear confounding"
+        return (f"{level}: a logistic regression on downsampled pixels tells the image source with "
+                f"accuracy {self.accuracy:.3f} ± {self.accuracy_std:.3f} (balanced {self.balanced_accuracy:.3f}) "
+                f"vs majority baseline {self.baseline:.3f} ({self.n_images} images, {self.n_groups} patients, "
+                f"{self.n_splits}-fold patient-grouped CV). A classifier trained on these images can learn the "
+                "source instead of the disease.")
+
+
+def source_classifier(images: np.ndarray, sources: Sequence[str], groups: Sequence[str],
+                      n_splits: int = 5, seed: int = 0, C: float = 0.1) -> SourceCheck:
+    """Patient-grouped CV accuracy of a logistic regression predicting the source collection.
+
+    Args:
+        images: [N, ...] downsampled images (flattened inside) or feature vectors.
+        sources: [N] source name per image (manifest ``source``).
+        groups: [N] patient group per image (images of one patient never straddle folds).
+        n_splits: CV folds (``StratifiedGroupKFold``).
+        seed: fold shuffling seed.
+        C: inverse L2 regularisation of the logistic regression.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)  # [N, D]
+    y = np.asarray(sources).astype(str)
+    g = np.asarray(groups).astype(str)
+    if not (len(x) == len(y) == len(g)):
+        raise ValueError(f"{len(x)} images, {len(y)} sources and {len(g)} groups differ in number")
+    names, counts = np.unique(y, return_counts=True)
+    if len(names) < 2:
+        raise ValueError(f"need at least two sources, got {list(names)}")
+    if counts.min() < n_splits:
+        raise ValueError(f"source {names[counts.argmin()]!r} has {counts.min()} images, fewer than {n_splits} folds")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    accs, baccs = [], []
+    for train, test in cv.split(x, y, g):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+        clf.fit(x[train], y[train])
+        pred = clf.predict(x[test])
+        accs.append(accuracy_score(y[test], pred))
+        baccs.append(balanced_accuracy_score(y[test], pred))
+    return SourceCheck(accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
+                       balanced_accuracy=float(np.mean(baccs)), baseline=float(counts.max() / counts.sum()),
+                       n_images=len(y), n_groups=len(np.unique(g)), n_splits=n_splits,
+                       counts=dict(zip(names.tolist(), counts.tolist())), per_fold=[float(a) for a in accs])
+
+
+def source_classifier_from_manifest(df: pd.DataFrame, root: str | os.PathLike, image_size: int = 32,
+                                    resize_mode: str = "pad", **kwargs) -> SourceCheck:
+    """:func:`source_classifier` on a manifest's images (gray, ``image_size`` px, raw 0..255).
+
+    Groups are (source, patient_id) pairs, as in cxrlib's splits.
+
+    Args:
+        df: manifest rows of at least two sources.
+        root: data root.
+        image_size: side of the downsampled images.
+        resize_mode: the pipeline's resize mode (``pad`` keeps aspect with black bars, itself a
+            possible source cue; ``stretch`` removes it).
+        **kwargs: passed to :func:`source_classifier`.
+    """
+    from cxrlib.data.pipeline import load_images
+
+    x = load_images(df, root, image_size, channels=1, backbone=None, resize_mode=resize_mode)  # [N, s, s, 1]
+    groups = (df["source"].astype(str) + "/" + df["patient_id"].astype(str)).to_numpy()
+    return source_classifier(x / 255.0, df["source"].to_numpy(), groups, **kwargs)
