@@ -465,7 +465,7 @@ def _draw_ggo_covid(sc: _Scene, r, sev):
             sup = np.maximum(sup, _blob(sc.x, sc.y, cx, cy, rad, rad * r.uniform(0.8, 1.4), edge=0.35,
                                         wobble=0.25 * sc.tex_coarse))
     sup *= _in_lungs(sc)
-    amp = r.uniform(0.2, 0.36) * sev
+    amp = r.uniform(0.24, 0.4) * sev
     _add(sc, sup, amp * sup * (0.75 + 0.25 * np.clip(sc.tex_mid, -2, 2)))
 
 
@@ -487,7 +487,7 @@ def _draw_lobar(sc: _Scene, r, sev):
     extent = _blob(sc.x, sc.y, cx, cy, r.uniform(0.22, 0.4) * sev, r.uniform(0.2, 0.35) * sev, edge=0.3,
                    wobble=0.2 * sc.tex_coarse)
     sup = reg * extent * np.clip(sc.lungs[s], 0, 1) * (1 - sc.heart_support)
-    amp = r.uniform(0.4, 0.65) * sev
+    amp = r.uniform(0.45, 0.7) * sev
     _add(sc, sup, amp * sup * (0.85 + 0.15 * np.clip(sc.tex_mid, -2, 2)))
     _bronchograms(sc, r, s, sup, amp)
 
@@ -503,7 +503,7 @@ def _draw_viral(sc: _Scene, r, sev):
                                                           edge=0.5, wobble=0.2 * sc.tex_coarse))
     sup *= _in_lungs(sc)
     patt = _step((sc.tex_fine - 0.2) / 0.6) * (0.7 + 0.3 * _step(sc.tex_mid))
-    amp = r.uniform(0.22, 0.36) * sev
+    amp = r.uniform(0.26, 0.4) * sev
     _add(sc, sup, amp * sup * patt)
     sc.vessel_gain += 0.8 * sup  # peribronchial thickening
 
