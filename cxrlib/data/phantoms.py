@@ -21,7 +21,8 @@ clavicles), exposure, contrast, gamma, blur and noise.
 cases are subtle):
 
 ==================  ==========================================================================
-Cardiomegaly        enlarged heart shadow, cardiothoracic ratio (``ctr`` column) 0.53-0.66
+Cardiomegaly        enlarged heart shadow, cardiothoracic ratio 0.53-0.66 (normal 0.38-0.45;
+                    the ``ctr`` column is as projected, i.e. x1.12 in AP views)
 Effusion            fluid in the costophrenic recess with a meniscus rising laterally
 Pneumothorax        collapsed lung with a visible pleural line, lucent rim without markings
 Nodule / Mass       small (r ~ 3-6 % of the chest) / large lobulated round opacities
@@ -72,6 +73,9 @@ Ground truth and metadata
 * ``ctr`` (cardiothoracic ratio as projected, i.e. including AP magnification), ``subtype``
   (``bacterial``/``viral`` for pneumonia), ``view`` (``PA``/``AP``), ``age``, ``sex``.
 * ``phantoms.json`` beside the manifest records the generation parameters.
+
+Learnability (lesion size and contrast vary, some cases are subtle; the other_disease class
+mixes 13 findings) and generation speed are measured by ``benchmarks/bench_phantoms.py``.
 """
 
 from __future__ import annotations
@@ -942,6 +946,8 @@ def generate_phantoms(
         if unknown or multi:
             raise ValueError(f"class_fractions: unknown classes {sorted(unknown)} for task {task!r}" if unknown
                              else "class_fractions applies to the single-label target tasks only")
+        if any(float(f) < 0 for f in class_fractions.values()) or sum(map(float, class_fractions.values())) <= 0:
+            raise ValueError(f"class_fractions must be >= 0 with a positive sum, got {dict(class_fractions)}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)

@@ -276,3 +276,33 @@ def test_shortcut_strength_changes_only_the_marker(tmp_path):
                 x, y, w, h = map(int, box.split(","))
                 ia[y:y + h, x:x + w] = ib[y:y + h, x:x + w] = 0
         assert (ia == ib).all(), ra["path"]
+
+
+def test_class_fractions_and_viral_task(tmp_path):
+    generate_phantoms(tmp_path / "f", "paper_b", 40, image_size=32, images_per_patient=(1, 1),
+                      class_fractions={"normal": 2, "pneumonia": 1, "covid19": 1})
+    counts = read_manifest(tmp_path / "f" / "manifest.csv")["label"].value_counts()
+    assert counts["normal"] == 20 and counts["pneumonia"] == 10 and counts["covid19"] == 10
+    with pytest.raises(ValueError, match="class_fractions"):
+        generate_phantoms(tmp_path / "g", "paper_b", 4, image_size=32, class_fractions={"flu": 1})
+    generate_phantoms(tmp_path / "v", "paper_b_viral", 9, image_size=32)
+    df = read_manifest(tmp_path / "v" / "manifest.csv")
+    assert validate_manifest(df, root=tmp_path / "v", classes=task_classes("paper_b_viral")) == []
+    assert set(df.loc[df["label"] == "viral_pneumonia", "subtype"]) == {"viral"}
+
+
+def test_target_domain_differs_from_source():
+    """Domain extension must be a real transfer: targets are cropped tighter, exposed differently."""
+    def stats(domain):
+        zooms, means = [], []
+        for seed in range(40):
+            rng = np.random.default_rng(seed)
+            patient, view = sample_patient(rng, domain), sample_view(rng, domain)
+            zooms.append(view["zoom"])
+            means.append(render_phantom(patient, view, [], 32, seed=seed).image.mean())
+        return np.array(zooms), np.array(means)
+
+    z_src, m_src = stats("source")
+    z_tgt, m_tgt = stats("target")
+    assert z_tgt.mean() > z_src.mean() + 0.08  # chest fills more of the frame
+    assert m_tgt.std() > 1.3 * m_src.std()  # wider spread of exposure / contrast
