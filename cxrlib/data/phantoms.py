@@ -337,8 +337,8 @@ def _draw_anatomy(sc: _Scene) -> None:
     torso = _step((bw + 0.05 * np.clip(y + 0.5, 0, 1) - ax) / 0.02) * _step((y - shoulder) / 0.02)
     neck = _step((0.22 - ax) / 0.02)
     body = np.maximum(torso, neck)
-    thick = np.sqrt(np.clip(1.0 - (x / (bw + 0.12)) ** 2, 0.05, 1.0))
-    mu = a["soft"] * body * (0.45 + 0.6 * thick)
+    thick = np.sqrt(np.clip(1.0 - (x / (bw + 0.04)) ** 2, 0.02, 1.0))  # X-ray path length
+    mu = a["soft"] * body * (0.15 + 0.9 * thick)
     arm = _step((ax - bw - 0.05) / 0.02) * _step((bw + 0.34 - ax) / 0.03) * _step((y - shoulder + 0.05) / 0.05)
     mu += 0.6 * arm * a["soft"]
     for s in (-1, 1):  # humeral heads and scapulae
@@ -368,7 +368,7 @@ def _draw_anatomy(sc: _Scene) -> None:
         return left, right
 
     left, right = contours(y)
-    medi = _step((left - x) / 0.012) * _step((x - right) / 0.012)
+    medi = _step((left - x) / 0.02) * _step((x - right) / 0.02)
     heart = medi * _step((y - y_h0 - 0.04) / 0.03) * _step((sc.dome(1) + 0.05 - y) / 0.02)
     hl, hr = contours(np.linspace(y_h0 + 0.05, y_bot, 64))
     ctr = float((hl - hr).max() / (2.0 * a["thorax_hw"]))  # as projected (AP magnified)
@@ -378,8 +378,9 @@ def _draw_anatomy(sc: _Scene) -> None:
     lung_all = (lungs[-1] + lungs[1]) * (1.0 - medi)
     u_any = np.where(x < 0, sc.lung_uv(-1)[0], sc.lung_uv(1)[0])
     depth = 0.8 + 0.2 * np.sin(np.pi * np.clip(u_any, 0, 1))  # thinner at the edges
-    sc.air = a["air"] * a.get("air_gain", 1.0) * lung_all * depth
-    mu += 0.04 * heart - sc.air
+    # lung behind the heart keeps a little air: the heart shadow is not uniformly white
+    sc.air = a["air"] * a.get("air_gain", 1.0) * (lungs[-1] + lungs[1]) * (1.0 - 0.8 * medi) * depth
+    mu += 0.1 * medi + 0.04 * heart - sc.air  # blood-filled heart and great vessels
     sc.lungs, sc.lung_all = lungs, lung_all
     # trachea to the carina, gastric bubble under the left dome
     trach = _step((0.03 - np.abs(x - 0.01 - 0.5 * ms)) / 0.006) * _step((a["hila_y"] - 0.08 - y) / 0.03)
@@ -408,9 +409,9 @@ def _draw_anatomy(sc: _Scene) -> None:
         for k in range(11):
             for lo, hi, f in ((0, 7, 0.9), (6, 13, 1.15)):  # ribs widen laterally
                 pts = list(zip(ppx[k, lo:hi].tolist(), ppy[k, lo:hi].tolist()))
-                bones.polyline(pts, 2 * th * f, 0.12)  # cortex ...
-                bones.polyline(pts, 1.3 * th * f, 0.07)  # ... over a less dense medulla
-            bones.polyline(list(zip(apx[k].tolist(), apy[k].tolist())), 1.6 * th, 0.05)
+                bones.polyline(pts, 2 * th * f, 0.15)  # cortex ...
+                bones.polyline(pts, 1.3 * th * f, 0.09)  # ... over a less dense medulla
+            bones.polyline(list(zip(apx[k].tolist(), apy[k].tolist())), 1.6 * th, 0.07)
         cy = a["clav_y"] - (0.06 if ap else 0.0) + (0.07 - 0.22 * uc) * (0.5 if ap else 1.0) + 0.04 * np.sin(2 * np.pi * uc)
         bones.line(s * (0.06 + uc * (a["thorax_hw"] + 0.14)), cy, 0.06, 0.28)
     mu += bones.result() * np.maximum(body, 0.3)
