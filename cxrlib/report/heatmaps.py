@@ -1,17 +1,15 @@
 """What notebook ``05_heatmaps`` needs around cxrlib.explain: which models, which images.
 
-The heatmap methods themselves are cxrlib.explain's (Grad-CAM via tf-keras-vis in this
-process, LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``).
+Heatmaps, scores and the shortcut audit are cxrlib.explain's (Grad-CAM via tf-keras-vis,
+LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 from cxrlib.report.plan import HOLDOUT, fold_ids
@@ -56,7 +54,7 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
         seed: sampling seed.
     """
     fold = heatmap_fold(cfg)
-    test = target[target["split"] == "test"] if fold == HOLDOUT else target[target["fold"].astype(str) == str(fold)]
+    test = test_rows(target, cfg)
     if "mask_path" in test.columns and (test["mask_path"] != "").any():
         # scorable images: a mask file and a lesion (normal images have none by definition)
         test = test[(test["mask_path"] != "") & (test["label"] != "normal")]
@@ -69,23 +67,9 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
     return pd.concat(parts).head(n).reset_index(drop=True)
 
 
-def explain(model_path: str | os.PathLike, images: np.ndarray, method: str) -> dict[str, np.ndarray]:
-    """Heatmaps [N, H, W] in [0, 1] for the predicted class, with the class indices.
-
-    Args:
-        model_path: a saved ``.h5`` model.
-        images: float32 [N, H, W, C], preprocessed for the model.
-        method: ``gradcam``, ``gradcam++`` (tf-keras-vis) or an iNNvestigate LRP analyzer
-            name such as ``lrp.epsilon`` (run in a worker process; positive relevance shown).
-    """
-    if method.startswith("lrp"):
-        from cxrlib.explain.lrp import LRPExplainer, display_map
-
-        with LRPExplainer(model_path) as lrp:
-            r = lrp.explain(images, method=method)
-        return {"maps": display_map(r.relevance), "class_index": np.asarray(r.class_index)}
-    from cxrlib.explain.gradcam import CamExplainer
-    from cxrlib.models import load_model
-
-    r = CamExplainer(load_model(model_path), method=method).explain(images)
-    return {"maps": r.maps, "class_index": np.asarray(r.class_index)}
+def test_rows(target: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Test images of :func:`heatmap_fold` (the hold-out ``test`` split, or the fold)."""
+    fold = heatmap_fold(cfg)
+    if fold == HOLDOUT:
+        return target[target["split"] == "test"].reset_index(drop=True)
+    return target[target["fold"].astype(str) == str(fold)].reset_index(drop=True)
