@@ -60,19 +60,22 @@ def pil_loader(root: Path, files, size: int) -> np.ndarray:
     return out
 
 
-def best_rate(fn, n_images: int, repeats: int) -> tuple[float, float]:
-    """(images/s, CPU ms/image) of the fastest of ``repeats`` calls of ``fn``.
+def best_rates(fns: dict, n_images: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """name -> (images/s, CPU ms/image) of the fastest of ``repeats`` calls of each function.
 
-    Wall time is what a user waits for but swings with other load on a shared machine; the
-    process CPU time (all threads) per image is the steadier measure of the work done.
+    The functions are called in turn (A, B, C, A, B, C, ...) so a burst of load from other
+    processes on a shared machine hits all of them alike. Wall time is what a user waits
+    for; process CPU time (all threads) per image is the work done.
     """
-    wall, cpu = float("inf"), float("inf")
+    wall = {k: float("inf") for k in fns}
+    cpu = dict(wall)
     for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - t0)
-        cpu = min(cpu, time.process_time() - c0)
-    return n_images / wall, 1000.0 * cpu / n_images
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
+    return {k: (n_images / wall[k], 1000.0 * cpu[k] / n_images) for k in fns}
 
 
 def compact_densenet(size: int):
@@ -82,35 +85,33 @@ def compact_densenet(size: int):
     return build_model("compact_densenet", (size, size, 3), len(CLASSES), "softmax", weights=None)
 
 
-class EpochTimer:
-    """Keras callback recording the wall time of every epoch."""
+def train_rates(feeds: dict, make_model, n_images: int, epochs: int) -> dict[str, tuple[float, float]]:
+    """name -> (images/s, CPU ms/image) of one ``model.fit`` epoch per feed, best of ``epochs``.
 
-    def __new__(cls):
-        import tensorflow as tf
+    Every feed trains its own model; after one untimed epoch each (graph building, cache
+    filling) the feeds take turns epoch by epoch, so load bursts hit them alike.
 
-        class _Timer(tf.keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.times, self.cpu = [], []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t0, self._c0 = time.perf_counter(), time.process_time()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.times.append(time.perf_counter() - self._t0)
-                self.cpu.append(time.process_time() - self._c0)
-
-        return _Timer()
-
-
-def train_rate(make_model, fit_args: dict, n_images: int, epochs: int) -> tuple[float, float]:
-    """(images/s, CPU ms/image) of ``model.fit`` over ``epochs`` epochs after a first
-    (graph-building) epoch."""
-    runtime.set_seed(0, deterministic=False)
-    model = make_model()
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    timer = EpochTimer()
-    model.fit(**fit_args, epochs=epochs + 1, callbacks=[timer], verbose=0)
-    return n_images * epochs / sum(timer.times[1:]), 1000.0 * sum(timer.cpu[1:]) / (n_images * epochs)
+    Args:
+        feeds: name -> keyword arguments of ``model.fit`` (``x=dataset`` or ``x=, y=, batch_size=``).
+        make_model: builds a fresh uncompiled model.
+        n_images: images per epoch.
+        epochs: timed epochs per feed.
+    """
+    models = {}
+    for name, fit_args in feeds.items():
+        runtime.set_seed(0, deterministic=False)
+        models[name] = make_model()
+        models[name].compile(optimizer="adam", loss="categorical_crossentropy")
+        models[name].fit(**fit_args, epochs=1, verbose=0)
+    wall = {k: float("inf") for k in feeds}
+    cpu = dict(wall)
+    for _ in range(epochs):
+        for name, fit_args in feeds.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            models[name].fit(**fit_args, epochs=1, verbose=0)
+            wall[name] = min(wall[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
+    return {k: (n_images / wall[k], 1000.0 * cpu[k] / n_images) for k in feeds}
 
 
 def main(argv=None) -> int:
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3, help="decode timing: best of this many passes")
     ap.add_argument("--copies", type=int, default=4, help="training: each file this many times per epoch")
-    ap.add_argument("--epochs", type=int, default=5, help="training: timed epochs after the first")
+    ap.add_argument("--epochs", type=int, default=5, help="training: timed epochs per feed (best is kept)")
     args = ap.parse_args(argv)
     import tensorflow as tf
 
@@ -133,15 +134,17 @@ def main(argv=None) -> int:
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}; TF {tf.__version__}")
 
     # 1. decode + resize -------------------------------------------------------------
+    # built once (graph tracing is a one-off cost); every pass decodes all files again (no cache)
+    ds1 = P.make_dataset(df1, root, CLASSES, args.size, backbone=None, batch_size=args.batch, check=False)
+
     def run_pipeline():
-        ds = P.make_dataset(df1, root, CLASSES, args.size, backbone=None, batch_size=args.batch, check=False)
-        for _ in ds:
+        for _ in ds1:
             pass
 
-    scan, scan_cpu = best_rate(lambda: scan_images(df1, root).raise_if_bad(), n, args.repeats)
-    run_pipeline()  # warm-up: tracing of the map functions
-    pipe, pipe_cpu = best_rate(run_pipeline, n, args.repeats)
-    pil, pil_cpu = best_rate(lambda: pil_loader(root, files, args.size), n, args.repeats)
+    run_pipeline()  # warm-up
+    rates = best_rates({"pipe": run_pipeline, "pil": lambda: pil_loader(root, files, args.size),
+                        "scan": lambda: scan_images(df1, root).raise_if_bad()}, n, args.repeats)
+    (pipe, pipe_cpu), (pil, pil_cpu), (scan, scan_cpu) = rates["pipe"], rates["pil"], rates["scan"]
     x_pipe = P.load_images(df1, root, args.size, check=False)
     x_pil = pil_loader(root, files, args.size)
     print("\n1. decode + pad-resize to %d px (best of %d)       images/s   CPU ms/image" % (args.size, args.repeats))
@@ -161,11 +164,11 @@ def main(argv=None) -> int:
     ds_cache = P.make_dataset(df, root, CLASSES, cache="memory", **common)
     x_mem = P.load_images(df, root, args.size, backbone="compact_densenet", check=False)
     y_mem = P.encode_targets(df, CLASSES)
-    r_mem = train_rate(make_model, dict(x=x_mem, y=y_mem, batch_size=args.batch), n_train, args.epochs)
-    r_nocache = train_rate(make_model, dict(x=ds_nocache), n_train, args.epochs)
-    r_cache = train_rate(make_model, dict(x=ds_cache), n_train, args.epochs)
+    rates = train_rates({"mem": dict(x=x_mem, y=y_mem, batch_size=args.batch), "nocache": dict(x=ds_nocache),
+                         "cache": dict(x=ds_cache)}, make_model, n_train, args.epochs)
+    r_mem, r_nocache, r_cache = rates["mem"], rates["nocache"], rates["cache"]
     print(f"\n2. training compact DenseNet (cxrlib.models, blocks 2-2-2-2, weights=None, {args.size} px, "
-          f"batch {args.batch}, {n_train} images/epoch, {args.epochs} timed epochs after the first)")
+          f"batch {args.batch}, {n_train} images/epoch, best of {args.epochs} epochs after the first)")
     print("                                      images/s   CPU ms/image   ratio to in-memory (wall, CPU)")
     for name, (rate, cpu) in [("in-memory tensors", r_mem), ("pipeline, no cache (decode/epoch)", r_nocache),
                               ("pipeline, memory cache", r_cache)]:
