@@ -299,36 +299,72 @@ def _check_one(path: Path) -> tuple[str | None, str | None, int, str]:
     return None, warning, decoder_for(fmt), f"{fmt} {mode} {width}x{height}"
 
 
+def _file_key(path: Path) -> str | None:
+    """``"size<TAB>mtime_ns<TAB>absolute path"`` of an existing file, else None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_size}\t{st.st_mtime_ns}\t{path.resolve()}"
+
+
+def _read_memo(memo: Path) -> set[str]:
+    if not memo.is_file():
+        return set()
+    return {line for line in memo.read_text(encoding="utf-8").splitlines() if line.count("\t") == 2}
+
+
+def _write_memo(memo: Path, keys: set[str]) -> None:
+    """Write the memo atomically (a crash leaves the previous one intact)."""
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(memo.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in sorted(keys)), encoding="utf-8")
+    os.replace(tmp, memo)
+
+
 def scan_images(
     df: pd.DataFrame,
     root: str | os.PathLike,
     column: str = "path",
     workers: int | None = None,
+    memo: str | os.PathLike | None = None,
 ) -> ScanReport:
     """Fully decode every image of a manifest and report the ones that cannot be used.
 
     Finds missing files, empty (0-byte) files, files that are not images (e.g. a text or
     HTML file named ``.png``), truncated and corrupt PNG/JPEG data (PNG CRCs are checked),
     zero-size images and unsupported modes. A decoding thread pool keeps it fast (PIL
-    releases the GIL while decoding).
+    releases the GIL while decoding). Cost: about one PIL decode per image (measured
+    ~20-30 CPU ms for a 1-3 Mpx radiograph), so 112,120 NIH images take ~50 CPU minutes;
+    use ``memo`` to pay it once.
 
     Args:
         df: manifest table; ``df[column]`` holds paths relative to ``root``.
         root: data root.
         column: the path column.
         workers: decoding threads (default: 2 x CPU cores, at most 16).
+        memo: optional text file of files already found good, keyed by size, mtime and
+            absolute path; those are not decoded again (a changed file is), and new good
+            files are added. Warnings are only reported when a file is first decoded.
 
     Returns:
         a :class:`ScanReport`; call ``.raise_if_bad()`` to stop on any bad image.
     """
     root = Path(root)
     rel_paths = [str(p) for p in df[column].tolist()]
+    known = _read_memo(Path(memo)) if memo is not None else set()
+    keys = [_file_key(root / p) for p in rel_paths] if memo is not None else [None] * len(rel_paths)
+    todo = [i for i, k in enumerate(keys) if k is None or k not in known]
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda p: _check_one(root / p), rel_paths))
+        checked = dict(zip(todo, pool.map(lambda i: _check_one(root / rel_paths[i]), todo)))
     report = ScanReport(n_ok=0)
-    for i, (rel, (error, warning, route, mode)) in enumerate(zip(rel_paths, results)):
+    for i, rel in enumerate(rel_paths):
         full = str(root / rel)
+        if i in checked:
+            error, warning, route, mode = checked[i]
+        else:  # memo hit: known good, route from the magic bytes
+            error, warning, route, mode = None, None, probe_decoders([root / rel])[0], ""
         if error is not None:
             report.bad.append(BadImage(i, full, error))
         else:
@@ -337,4 +373,8 @@ def scan_images(
             report.warnings.append(BadImage(i, full, warning))
         report.decoders.append(route)
         report.modes.append(mode)
+    if memo is not None:
+        good = {keys[i] for i in checked if checked[i][0] is None and keys[i] is not None}
+        if not good <= known:
+            _write_memo(Path(memo), known | good)
     return report

@@ -61,6 +61,7 @@ import tensorflow as tf  # noqa: E402
 AUTOTUNE = tf.data.AUTOTUNE
 RESIZE_MODES = ("pad", "crop", "stretch")
 NO_FINDING = "No Finding"
+SCAN_MEMO = "scan-ok.tsv"  # in an on-disk cache folder: files the bad-image scan found good
 _CACHE_VERSION = "1"  # bump when the decode/resize output changes
 # libjpeg's accurate integer IDCT (what PIL uses); TF's default INTEGER_FAST differs from PIL
 # by ~10 grey levels on fine texture.
@@ -420,9 +421,9 @@ def _file_list(df: pd.DataFrame, root) -> list[str]:
     return [str(Path(root) / p) for p in df["path"].tolist()]
 
 
-def _check_images(df: pd.DataFrame, root) -> None:
+def _check_images(df: pd.DataFrame, root, memo=None) -> None:
     """Decode every image once and raise BadImageError naming the bad ones."""
-    cxr_images.scan_images(df, Path(root)).raise_if_bad()
+    cxr_images.scan_images(df, Path(root), memo=memo).raise_if_bad()
 
 
 def _cache_file(cache, paths: Sequence[str], decoders: Sequence[int], geometry: dict) -> str:
@@ -488,6 +489,9 @@ def make_dataset(
         check: decode every image first (:func:`cxrlib.data.images.scan_images`) and raise
             :class:`cxrlib.data.images.BadImageError` naming the bad paths; skipped when a
             complete on-disk cache of exactly these files exists (nothing is decoded then).
+            With an on-disk cache folder, files found good are remembered there
+            (:data:`SCAN_MEMO`) and not decoded again by later scans. With ``check=False``
+            a bad file fails inside TensorFlow mid-epoch, without its path.
         shuffle_buffer: cap of the shuffle buffer when caching (default: whole dataset).
         drop_remainder: drop the last incomplete batch.
 
@@ -512,7 +516,7 @@ def make_dataset(
         cache_file = _cache_file(cache, paths, decoders, geometry)
     # a complete on-disk cache of these exact files needs no decoding, hence no scan
     if check and not (cache_file and Path(cache_file + ".index").is_file()):
-        _check_images(df, root)
+        _check_images(df, root, memo=Path(cache) / SCAN_MEMO if cache_file else None)
 
     if cache is None and shuffle:
         # shuffle file names (cheap, full buffer) before decoding

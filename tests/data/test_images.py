@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -170,3 +172,27 @@ def test_non_tf_formats_route_to_pil(mode_files):
     assert routes["gray.bmp"] == DECODER_PIL and routes["gray16.tif"] == DECODER_PIL
     assert routes["cmyk.jpg"] == DECODER_JPEG and routes["palette.png"] == DECODER_PNG
     assert "PNG I;16 5x6" in report.modes
+
+
+def test_scan_memo_skips_known_good_files_only(tmp_path, monkeypatch):
+    from cxrlib.data import images
+
+    for n in ("a.png", "b.png"):
+        Image.fromarray(GRAY).save(tmp_path / n)
+    (tmp_path / "c.png").write_bytes(b"")
+    df = new_manifest([dict(path=n, patient_id="1", source="t", view="", findings="", label="")
+                       for n in ("a.png", "b.png", "c.png")])
+    memo = tmp_path / "memo" / "scan-ok.tsv"
+    first = scan_images(df, tmp_path, memo=memo)
+    assert first.n_ok == 2 and len(memo.read_text().splitlines()) == 2  # bad files are never memoised
+    decoded = []
+    real = images._check_one
+    monkeypatch.setattr(images, "_check_one", lambda p: decoded.append(p.name) or real(p))
+    again = scan_images(df, tmp_path, memo=memo)
+    assert decoded == ["c.png"] and again.n_ok == 2 and [b.index for b in again.bad] == [2]
+    assert again.decoders[:2] == [DECODER_PNG, DECODER_PNG]
+    st = (tmp_path / "b.png").stat()
+    os.utime(tmp_path / "b.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # changed file
+    decoded.clear()
+    scan_images(df, tmp_path, memo=memo)
+    assert sorted(decoded) == ["b.png", "c.png"]

@@ -126,11 +126,12 @@ def test_disk_cache_is_written_reused_and_invalidated(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
 
     def ids():
-        return _ids(P.make_dataset(df, data, CLASSES, 8, backbone=None, cache=cache, check=False))
+        return _ids(P.make_dataset(df, data, CLASSES, 8, backbone=None, cache=cache))
 
     assert ids() == [0, 1, 2]
     written = sorted(os.listdir(cache))
     assert any(f.endswith(".index") for f in written)
+    assert len((cache / P.SCAN_MEMO).read_text().splitlines()) == 3  # scan results remembered
     # a complete cache of the same files is not scanned again (nothing is decoded)
     monkeypatch.setattr(P.cxr_images, "scan_images", lambda *a, **k: pytest.fail("scanned again"))
     P.make_dataset(df, data, CLASSES, 8, cache=cache, check=True)
