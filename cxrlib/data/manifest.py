@@ -17,7 +17,11 @@ sha1            no        SHA-1 of the image file (exact duplicates)
 phash           no        64-bit perceptual hash as 16 hex digits (near duplicates)
 mask_path       no        ground-truth lesion mask (phantoms), relative to the data root
 shortcut        no        1 if a burnt-in text marker was drawn (phantoms), else 0
+text_box        no        ``x,y,w,h`` of the burnt-in text marker in stored-image pixels ('' if none)
+lr_box          no        ``x,y,w,h`` of an L/R side marker (phantoms; not class-correlated)
+patient_group   no        patients merged because they share a duplicate image (splits group by it)
 age, sex        no        patient age in years and sex, as published
+ctr, subtype    no        phantoms only: cardiothoracic ratio; pneumonia subtype (bacterial/viral)
 ==============  ========  ===============================================================
 
 All values are read as strings (``keep_default_na=False``), so nothing is silently turned
@@ -35,7 +39,8 @@ import pandas as pd
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "patient_id", "source", "view", "findings", "label")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "split", "fold", "sha1", "phash", "mask_path", "shortcut", "age", "sex",
+    "split", "fold", "sha1", "phash", "mask_path", "shortcut", "text_box", "lr_box",
+    "patient_group", "age", "sex",
 )
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FINDINGS_SEP = "|"
