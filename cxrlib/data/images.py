@@ -317,7 +317,7 @@ def _read_memo(memo: Path) -> set[str]:
 def _write_memo(memo: Path, keys: set[str]) -> None:
     """Write the memo atomically (a crash leaves the previous one intact)."""
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(memo.name + ".tmp")
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # unique: concurrent runs may share a memo
     tmp.write_text("".join(k + "\n" for k in sorted(keys)), encoding="utf-8")
     os.replace(tmp, memo)
 
