@@ -12,8 +12,8 @@ Conventions (shared with the tf.data pipeline, :mod:`cxrlib.data.pipeline`):
 * Alpha is **dropped**, not composited: RGBA -> RGB, LA -> L, palette with transparency ->
   RGB. The RGB planes of the RGBA radiographs in the COVID-19 image data collection hold the
   image and their alpha is partial noise (e.g. ``pneumocystis-pneumonia-2-L.png``); compositing
-  over black would darken them. ``keras.utils.load_img`` (used by both reproduced papers'
-  code bases) also drops alpha (PIL ``convert('RGB')``).
+  over black would darken them. ``keras.utils.load_img(color_mode="rgb")`` also drops alpha
+  (PIL ``convert('RGB')``).
 * Gray -> RGB replicates the gray plane; RGB -> gray uses the ITU-R 601-2 luma weights
   (those of ``tf.image.rgb_to_grayscale``).
 * 16-bit grayscale keeps its 16 bits (``uint16``); the pipeline scales 0..65535 to float
