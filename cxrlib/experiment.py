@@ -12,6 +12,18 @@ API (stable):
 - ``load_stage(stage_dir) -> (model, config, metrics)``
 - ``STAGE_DEFAULTS``, ``VARIANTS``, ``StageIncomplete``
 
+Example (paper B on phantoms; each call can run in its own process or notebook)::
+
+    from cxrlib import experiment
+    stage = {"backbone": "compact_densenet", "image_size": 64, "train": {"epochs": 5}}
+    experiment.run_source_stage("phantoms_source/manifest.csv", "runs/source", source_task="nih14",
+                                init="imagenet", **stage)   # scratch when offline, recorded
+    experiment.run_target_stage("twice", "phantoms_b/manifest.csv", "runs/twice_onk", task="paper_b",
+                                source_dir="runs/source", keep_neurons="default", **stage)
+    experiment.cross_validate({**stage, "task": "paper_a", "manifest": "paper_a.csv",
+                               "root": "../shared/data"}, "runs/scratch_cv", k=5)
+    experiment.compare_strategies({"scratch": "runs/scratch_cv", ...}, "runs/comparison")
+
 A **stage directory** holds (all written atomically; ``metrics.json`` is written last and
 marks the stage as complete):
 
