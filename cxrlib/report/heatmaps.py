@@ -54,7 +54,7 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
         seed: sampling seed.
     """
     fold = heatmap_fold(cfg)
-    test = test_rows(target, cfg)
+    test = fold_test_rows(target, cfg)
     if "mask_path" in test.columns and (test["mask_path"] != "").any():
         # scorable images: a mask file and a lesion (normal images have none by definition)
         test = test[(test["mask_path"] != "") & (test["label"] != "normal")]
@@ -67,7 +67,7 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
     return pd.concat(parts).head(n).reset_index(drop=True)
 
 
-def test_rows(target: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+def fold_test_rows(target: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Test images of :func:`heatmap_fold` (the hold-out ``test`` split, or the fold)."""
     fold = heatmap_fold(cfg)
     if fold == HOLDOUT:
