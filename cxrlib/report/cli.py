@@ -78,7 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="start a new run and execute every stage (default: resume the run of the same config)")
     p.add_argument("--jobs", type=int, default=2, metavar="N",
                    help="notebooks executed side by side when independent (strategy x fold fan-out); "
-                        "default 2 (measured faster than 1 on 2 CPU cores for the phantom runs)")
+                        "default 2: much of a small stage is single-threaded (kernel start, imports, "
+                        "graph building), so two overlap well on 2 cores")
 
 
 def register(subparsers) -> None:

@@ -328,10 +328,15 @@ def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any],
 
 
 def _kernel_env() -> dict[str, str]:
-    """Environment of a stage process: this venv first on PATH, TF start-up logs quiet."""
+    """Environment of a stage process: this venv first on PATH, TF's C++ start-up logs quiet.
+
+    TensorFlow's C++ log lines (CUDA plugin registration "errors" on a CPU machine) would
+    otherwise land in the notebooks' first cell output; Python exceptions are unaffected.
+    ``CXR_KERNEL_TF_LOG_LEVEL`` sets another level (0 = all C++ logs).
+    """
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("CXR_KERNEL_TF_LOG_LEVEL", "3")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

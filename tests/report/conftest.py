@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def demo_reports(tmp_path_factory) -> Path:
-    """``cxr demo --smoke --out <tmp>``: both experiments through papermill; the reports root."""
+    """``cxr demo --smoke --out <tmp>``: both experiments through papermill; the reports root.
+
+    Set ``CXR_TEST_REPORTS`` to the ``--out`` folder of an earlier ``cxr demo --smoke`` to
+    check that run instead of executing a new one (for iterating on the checks).
+    """
+    given = os.environ.get("CXR_TEST_REPORTS")
+    if given:
+        return Path(given)
     from cxrlib.cli import main
 
     out = tmp_path_factory.mktemp("reports")
