@@ -114,9 +114,15 @@ def _tiny_cnn(size):
 def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     """Train on phantoms with the text marker tied to covid19 (p=1) vs an uncorrelated marker (p=0).
 
-    Measured (120 phantoms at 128 px, 80 train / 40 test, 30 epochs): text enrichment of
-    Grad-CAM for covid19 5.9 (shortcut) vs 1.2 (clean); masking the text cost the shortcut model
-    12.5 accuracy points and the clean one 2.5.
+    Setup: 200 phantoms at 64 px (marker "PORTABLE SUPINE"), patients contiguous so rows 0-139
+    train and 140-199 test share no patient, a 2-conv CNN with a Flatten head, 15 epochs.
+    Measured here: the shortcut model predicted covid19 for 89 % of test images with the marker
+    and 2 % without; LRP-epsilon text enrichment (relevance share / area share, for the covid19
+    logit) 5.4 (shortcut) vs 0.86 (clean); alpha_1_beta_0 3.4 vs 0.89; masking the words cost
+    the shortcut model 15 accuracy points and the clean one 0. Grad-CAM, on this Flatten-head
+    model, did NOT localise the words (text enrichment 0.84 vs 1.9) but moved mass to the
+    top border (border enrichment 2.2 vs 1.0): its 16x16 map with spatially averaged weights is
+    too coarse for a 4-pixel-high marker, which is why paper B used LRP for this.
     """
     from tensorflow import keras
 
@@ -124,29 +130,36 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     from cxrlib.data.phantoms import generate_phantoms
     from cxrlib.data.pipeline import load_images
     from cxrlib.data.taxonomy import task_classes
-    from cxrlib.explain.gradcam import CamExplainer
+    from cxrlib.explain.lrp import LRPExplainer
 
     classes = list(task_classes("paper_b"))
-    size = 128
-    summary, drops = {}, {}
+    covid = classes.index("covid19")
+    size = 64
+    summary, drops, use = {}, {}, {}
     for p in (1.0, 0.0):
         root = tmp_path / f"p{p}"
-        df = read_manifest(generate_phantoms(root, "paper_b", n=120, image_size=size, shortcut_strength=p,
-                                             seed=0, lr_marker_rate=0.0))
-        x = load_images(df, root, size, channels=3, backbone="plain_cnn")  # [N, 128, 128, 3] in [0, 1]
+        df = read_manifest(generate_phantoms(root, "paper_b", n=200, image_size=size, shortcut_strength=p,
+                                             seed=0, lr_marker_rate=0.0, shortcut_text="PORTABLE SUPINE"))
+        x = load_images(df, root, size, channels=3, backbone="plain_cnn")  # [N, 64, 64, 3] in [0, 1]
         y = np.array([classes.index(c) for c in df["label"]])
-        tr, te = np.arange(len(df)) < 80, np.arange(len(df)) >= 80  # patients are contiguous: no leak
+        tr, te = np.arange(len(df)) < 140, np.arange(len(df)) >= 140
+        assert not set(df["patient_id"][tr]) & set(df["patient_id"][te])
         keras.utils.set_random_seed(0)
         model = _tiny_cnn(size)
         model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-        model.fit(x[tr], y[tr], epochs=30, batch_size=16, verbose=0)
+        model.fit(x[tr], y[tr], epochs=15, batch_size=16, verbose=0)
+        model.save(root / "model.h5")
         test = df[te].reset_index(drop=True)
-        maps = CamExplainer(model, "gradcam").explain(x[te], class_index=classes.index("covid19")).maps
-        audit = SC.shortcut_audit(maps, test, root, size, model=f"p={p}", method="gradcam")
+        marker = (test["shortcut"] == "1").to_numpy()
+        pred = model.predict(x[te], verbose=0).argmax(1)
+        use[p] = (pred[marker] == covid).mean() - (pred[~marker] == covid).mean()
+        with LRPExplainer(root / "model.h5") as ex:
+            rel = ex.explain(x[te], "lrp.epsilon", class_index=covid).relevance
+        audit = SC.shortcut_audit(rel, test, root, size, model=f"p={p}", method="lrp.epsilon")
         summary[p] = SC.audit_summary(audit).set_index("region")
         text, _ = SC.text_masks(test, root, size)
         drops[p] = SC.masked_accuracy(model, x[te], y[te], {"text": text}).set_index("region").loc["text", "delta"]
+    assert use[1.0] > 0.5 > use[0.0]  # the shortcut model does use the marker
     assert summary[1.0].loc["text", "flagged"], summary[1.0]
     assert not summary[0.0].loc["text", "flagged"], summary[0.0]
-    assert summary[1.0].loc["text", "enrichment"] > 2 * summary[0.0].loc["text", "enrichment"]
     assert drops[1.0] < drops[0.0]  # masking the words hurts the shortcut model more

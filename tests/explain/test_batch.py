@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlib.explain.batch import explain_manifest, read_heatmaps, save_overlay
+
+
+@pytest.fixture(scope="module")
+def phantom_model(tmp_path_factory):
+    """8 phantom images, an untrained flat plain_cnn saved as .h5 (cxrlib.models)."""
+    from cxrlib.data.manifest import read_manifest
+    from cxrlib.data.phantoms import generate_phantoms
+    from cxrlib.models import build_model, save_model
+
+    root = tmp_path_factory.mktemp("ph")
+    df = read_manifest(generate_phantoms(root, "paper_b", n=8, image_size=64, seed=1))
+    path = save_model(build_model("plain_cnn", (32, 32, 3), 3, "softmax"), root / "run1" / "model.h5")
+    return root, df, path
+
+
+def test_overlay_png(tmp_path):
+    from PIL import Image
+
+    out = save_overlay(np.random.rand(16, 16), np.random.randn(16, 16), tmp_path / "o.png", "t", signed=True)
+    im = Image.open(out)
+    assert im.width > 2 * im.height  # three panels side by side
+
+
+@pytest.mark.slow
+def test_explain_manifest_writes_arrays_overlays_index_and_resumes(phantom_model, tmp_path):
+    from cxrlib.data.pipeline import load_images
+    from cxrlib.explain.gradcam import CamExplainer
+    from cxrlib.models import load_model
+
+    root, df, model_path = phantom_model
+    classes = ["normal", "pneumonia", "covid19"]
+    kw = dict(classes=classes, image_size=32, backbone="plain_cnn", progress=False)
+    index = explain_manifest(df.head(3), root, model_path, tmp_path, methods=("gradcam", "lrp.epsilon"), **kw)
+    assert len(index) == 6 and set(index["method"]) == {"gradcam", "lrp.epsilon"}
+    for method in ("gradcam", "lrp.epsilon"):
+        folder = tmp_path / "run1" / method
+        idx, maps = read_heatmaps(folder)
+        assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
+        assert all((folder / p).is_file() for p in idx["png"])
+        assert set(idx["class"]) <= set(classes)
+    # the stored Grad-CAM maps are the in-process API's maps
+    x = load_images(df.head(3), root, 32, backbone="plain_cnn")
+    direct = CamExplainer(load_model(model_path)).explain(x).maps
+    np.testing.assert_allclose(read_heatmaps(tmp_path / "run1" / "gradcam")[1], direct, atol=1e-6)
+    # rerun on more rows: the 3 finished images are kept, 2 new ones added
+    mtime = (tmp_path / "run1" / "gradcam" / index["npy"][0]).stat().st_mtime_ns
+    again = explain_manifest(df.head(5), root, model_path, tmp_path, methods=("gradcam",), **kw)
+    assert len(again) == 5
+    assert (tmp_path / "run1" / "gradcam" / index["npy"][0]).stat().st_mtime_ns == mtime
+
+
+def test_missing_model_and_bad_image_fail_before_work(phantom_model, tmp_path):
+    root, df, model_path = phantom_model
+    with pytest.raises(FileNotFoundError):
+        explain_manifest(df, root, tmp_path / "none.h5", tmp_path)
+    bad = df.head(2).copy()
+    bad.loc[1, "path"] = "images/missing.png"
+    with pytest.raises(Exception, match="missing.png"):
+        explain_manifest(bad, root, model_path, tmp_path, image_size=32, backbone="plain_cnn")
+    assert not (tmp_path / "run1").exists()
