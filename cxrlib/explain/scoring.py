@@ -16,6 +16,8 @@ API (stable):
   the model's input grid.
 - ``nih_box_masks(boxes, paths, stored_shapes, image_size)``: masks for the rows of
   ``cxrlib.data.adapters.nih.load_boxes`` (several boxes of one image are merged per finding).
+- ``score_against_boxes(maps, paths, boxes, root, image_size, method)``: the same tidy table
+  for NIH images against ``load_boxes`` (class = boxed finding).
 - ``load_masks(df, root, image_size, resize_mode="pad") -> bool [N, H, W]``: phantom lesion
   masks (``mask_path`` column) decoded and resized exactly like the images
   (``cxrlib.data.pipeline.load_images``).
@@ -195,6 +197,45 @@ def nih_box_masks(boxes: pd.DataFrame, paths: Sequence[str], stored_shapes: Sequ
         xywh = grp[["x", "y", "w", "h"]].astype(float).to_numpy()
         out[(path, finding)] = box_mask(xywh, shapes[path], image_size, frame_shape=(fh, fw),
                                          resize_mode=resize_mode)
+    return out
+
+
+def score_against_boxes(maps: np.ndarray, paths: Sequence[str], boxes: pd.DataFrame, root, image_size: int,
+                        method: str, model: str = "", resize_mode: str = "pad", tolerance: float = 0) -> pd.DataFrame:
+    """Score heatmaps of NIH images against the expert boxes (one row per image x finding x metric).
+
+    Images without a box are skipped and counted in ``df.attrs["n_without_box"]`` (the 60 boxes
+    of the shared sample cover few images; nothing is dropped silently).
+
+    Args:
+        maps: [N, H, W] heatmaps of the images ``paths`` (manifest paths relative to ``root``).
+        paths: [N] manifest paths.
+        boxes: ``cxrlib.data.adapters.nih.load_boxes(root)``.
+        root: NIH data root (stored image sizes are read from the files).
+        image_size: model input size.
+        method, model: names recorded in the table.
+        resize_mode: the pipeline's resize mode used for the images.
+        tolerance: pointing-game tolerance in pixels.
+
+    Returns:
+        :func:`score_heatmaps` table; ``class`` is the boxed finding.
+    """
+    from PIL import Image
+
+    from pathlib import Path
+
+    shapes = []
+    for p in paths:
+        with Image.open(Path(root) / p) as im:
+            shapes.append((im.height, im.width))
+    masks = nih_box_masks(boxes, list(paths), shapes, image_size, resize_mode=resize_mode)
+    where = {p: i for i, p in enumerate(paths)}
+    keys = list(masks)
+    out = score_heatmaps(np.asarray([maps[where[p]] for p, _ in keys]).reshape(len(keys), image_size, image_size),
+                         np.asarray([masks[k] for k in keys]).reshape(len(keys), image_size, image_size),
+                         [p for p, _ in keys], method, classes=[f for _, f in keys], model=model,
+                         tolerance=tolerance)
+    out.attrs["n_without_box"] = len(set(paths) - {p for p, _ in keys})
     return out
 
 

@@ -80,3 +80,30 @@ def test_parse_box():
     assert S.parse_box("") is None
     with pytest.raises(ValueError, match="x,y,w,h"):
         S.parse_box("1,2")
+
+
+@pytest.mark.shared_data
+def test_real_nih_boxes_land_where_the_csv_says(nih_root):
+    from cxrlib.data.adapters.nih import load_boxes
+
+    boxes = load_boxes(nih_root)
+    assert len(boxes) == 60
+    row = boxes[boxes["path"].str.endswith("00008365_000.png")].iloc[0]  # Cardiomegaly 338,510,418,404
+    paths = boxes["path"].drop_duplicates().head(5).tolist()
+    if row["path"] not in paths:
+        paths.append(row["path"])
+    masks = S.nih_box_masks(boxes, paths, [(256, 256)] * len(paths), image_size=64)
+    m = masks[(row["path"], "Cardiomegaly")]
+    rows, cols = np.nonzero(m)
+    # 1024 -> 64 is /16: rows 31.85..57.07, cols 21.1..47.2; pixel centres (r + 0.5) inside
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (32, 56, 21, 46)
+    # a heatmap equal to the box scores perfectly; a map in the opposite corner scores zero
+    maps = np.zeros((len(paths), 64, 64), np.float32)
+    for i, p in enumerate(paths):
+        for (q, _), mk in masks.items():
+            if q == p:
+                maps[i] = np.maximum(maps[i], mk)
+    table = S.score_against_boxes(maps, paths, boxes, nih_root, 64, method="oracle")
+    assert table.attrs["n_without_box"] == 0
+    assert (table["value"] == 1.0).all()
+    assert set(table["class"]) <= set(boxes["finding"])
