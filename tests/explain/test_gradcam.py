@@ -74,3 +74,16 @@ def test_resolve_classes_and_bad_input(quad_model):
         resolve_classes(probs, 2)
     with pytest.raises(ValueError, match="do not fit"):
         gradcam(quad_model, np.zeros((1, 16, 16, 1), np.float32), layer="conv")
+
+
+@pytest.mark.parametrize("backbone,activation", [("plain_cnn", "softmax"), ("compact_densenet", "sigmoid")])
+def test_cxrlib_models_softmax_and_sigmoid_heads(backbone, activation):
+    from cxrlib.models import build_model, last_conv_layer_name
+
+    model = build_model(backbone, (32, 32, 3), 4 if activation == "softmax" else 14, activation)
+    x = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    ex = CamExplainer(model, "gradcam++")
+    assert ex.layer == last_conv_layer_name(model)
+    res = ex.explain(x, class_index=[1, 3])
+    assert res.maps.shape == (2, 32, 32) and np.isfinite(res.maps).all()
+    assert model.layers[-1].activation.__name__ == activation  # the caller's model keeps its head

@@ -114,15 +114,16 @@ def _tiny_cnn(size):
 def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     """Train on phantoms with the text marker tied to covid19 (p=1) vs an uncorrelated marker (p=0).
 
-    Setup: 200 phantoms at 64 px (marker "PORTABLE SUPINE"), patients contiguous so rows 0-139
-    train and 140-199 test share no patient, a 2-conv CNN with a Flatten head, 15 epochs.
-    Measured here: the shortcut model predicted covid19 for 89 % of test images with the marker
-    and 2 % without; LRP-epsilon text enrichment (relevance share / area share, for the covid19
-    logit) 5.4 (shortcut) vs 0.86 (clean); alpha_1_beta_0 3.4 vs 0.89; masking the words cost
-    the shortcut model 15 accuracy points and the clean one 0. Grad-CAM, on this Flatten-head
-    model, did NOT localise the words (text enrichment 0.84 vs 1.9) but moved mass to the
-    top border (border enrichment 2.2 vs 1.0): its 16x16 map with spatially averaged weights is
-    too coarse for a 4-pixel-high marker, which is why paper B used LRP for this.
+    Setup: 200 phantoms at 64 px (marker "PORTABLE SUPINE"), ~140 train / ~60 test images split by
+    patient, a 2-conv CNN with a Flatten head, 15 epochs.
+    Measured here (62 test images): the shortcut model predicted covid19 for 90 % of test images
+    with the marker and 0 % without (clean model: 6 % / 13 %); LRP-epsilon text enrichment
+    (relevance share / area share, for the covid19 logit) 5.6 (shortcut) vs 0.78 (clean);
+    alpha_1_beta_0 3.5 vs 0.93; masking the words cost the shortcut model 26 accuracy points
+    (27 % of predictions flipped) and changed the clean one by +3. Grad-CAM, on this Flatten-head
+    model, did NOT localise the words (text enrichment 0.19 vs 1.48) but moved its mass to the
+    border (border enrichment 2.8 vs 0.99): its 16x16 map with spatially averaged weights is too
+    coarse for a 4-pixel-high marker, which is why paper B's LRP is used for this audit.
     """
     from tensorflow import keras
 
@@ -142,7 +143,8 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
                                              seed=0, lr_marker_rate=0.0, shortcut_text="PORTABLE SUPINE"))
         x = load_images(df, root, size, channels=3, backbone="plain_cnn")  # [N, 64, 64, 3] in [0, 1]
         y = np.array([classes.index(c) for c in df["label"]])
-        tr, te = np.arange(len(df)) < 140, np.arange(len(df)) >= 140
+        cut = df["patient_id"].iloc[140]  # patients are numbered in row order: split by patient
+        tr, te = (df["patient_id"] < cut).to_numpy(), (df["patient_id"] >= cut).to_numpy()
         assert not set(df["patient_id"][tr]) & set(df["patient_id"][te])
         keras.utils.set_random_seed(0)
         model = _tiny_cnn(size)
