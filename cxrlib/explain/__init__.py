@@ -1,15 +1,30 @@
 """Heatmaps that can be trusted: generation, scoring against ground truth, shortcut audit.
 
-Modules (import them directly; nothing heavy is imported here):
+Modules (import them directly; nothing heavy is imported here). Typical use::
+
+    from cxrlib.explain.gradcam import CamExplainer
+    from cxrlib.explain.lrp import LRPExplainer, display_map
+    from cxrlib.explain.scoring import load_masks, score_heatmaps, summarize_scores
+    from cxrlib.explain.shortcuts import shortcut_audit, audit_summary, masked_accuracy
+
+    cam = CamExplainer(model, "gradcam").explain(x)             # .maps [N,H,W] in [0,1]
+    with LRPExplainer(stage_dir / "model.h5") as ex:             # graph-mode worker process
+        rel = ex.explain(x, "lrp.epsilon").relevance             # signed [N,H,W]
+    scores = score_heatmaps(cam.maps, load_masks(df, root, 64), df["path"], "gradcam")
+    audit = audit_summary(shortcut_audit(rel, df, root, 64, method="lrp.epsilon"))
 
 - :mod:`cxrlib.explain.gradcam` -- Grad-CAM / Grad-CAM++ through tf-keras-vis, in-process
-  (``CamExplainer``, ``gradcam``).
+  (``CamExplainer``, ``gradcam``, ``target_layer``).
 - :mod:`cxrlib.explain.lrp` -- Layer-wise Relevance Propagation through iNNvestigate, run in a
   separate graph-mode worker process that loads the saved ``.h5`` model (``LRPExplainer``,
-  ``lrp``, ``fast_graph_layer_creation``).
-- :mod:`cxrlib.explain.scoring` -- mass inside mask/box, pointing game, heatmap AUC; tidy tables.
+  ``lrp``, ``display_map``, ``fast_graph_layer_creation``; measurements in its docstring).
+- :mod:`cxrlib.explain.scoring` -- mass inside mask/box, pointing game, heatmap AUC against
+  phantom masks (``load_masks``) and NIH expert boxes (``score_against_boxes``); tidy tables.
 - :mod:`cxrlib.explain.shortcuts` -- border/text relevance audit, masked-region accuracy,
-  source classifier.
+  source classifier (measured on the shared sample: NIH vs Cohen told apart with accuracy
+  0.93 vs a 0.75 majority baseline at 32 px).
 - :mod:`cxrlib.explain.batch` -- heatmaps over a manifest with a progress bar; ``.npy`` arrays
-  and PNG overlays, one folder per model and method.
+  and PNG overlays, one folder per model and method (``explain_manifest``, ``read_heatmaps``).
+
+Speed: ``benchmarks/bench_heatmaps.py`` (seconds per image per method, cxrlib vs bare library).
 """
