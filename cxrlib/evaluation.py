@@ -210,7 +210,8 @@ def aggregate_folds(fold_metrics: Sequence[Mapping[str, Any]] | pd.DataFrame) ->
             tidy/wide DataFrame with one row per fold and one column per metric.
 
     Returns:
-        DataFrame[metric, mean, std, n, min, max, text] with text like ``"0.9013 ± 0.0014"``.
+        DataFrame[metric, mean, std, n, min, max, text] with text like ``"0.9013 ± 0.0014"``
+        (just the value when n = 1, std is then NaN).
     """
     wide = fold_metrics if isinstance(fold_metrics, pd.DataFrame) else pd.DataFrame(
         [scalar_metrics(m) for m in fold_metrics])
@@ -223,7 +224,7 @@ def aggregate_folds(fold_metrics: Sequence[Mapping[str, Any]] | pd.DataFrame) ->
         rows.append({"metric": col, "mean": mean, "std": std, "n": int(len(v)),
                      "min": float(v.min()) if len(v) else math.nan,
                      "max": float(v.max()) if len(v) else math.nan,
-                     "text": f"{mean:.4f} ± {std:.4f}"})
+                     "text": f"{mean:.4f} ± {std:.4f}" if len(v) > 1 else f"{mean:.4f}"})
     return pd.DataFrame(rows)
 
 

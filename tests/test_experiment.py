@@ -97,25 +97,50 @@ def test_source_then_twice_with_neuron_keeping(tiny, tmp_path, monkeypatch):
     assert models.last_conv_layer_name(model) == "relu"
 
 
-def test_cross_validate_and_compare(tiny, tmp_path):
-    common = {**COMMON, "backbone": "plain_cnn", "task": "paper_b", "manifest": str(tiny / "target.csv")}
-    dirs = {}
-    for name, lr in (("a", 1e-3), ("b", 3e-3)):
-        d = tmp_path / name
-        summary = experiment.cross_validate({**common, "train": {**TRAIN, "lr": lr}}, d, k=2)
-        s = summary.set_index("metric")
-        assert s.loc["accuracy", "n"] == 2 and np.isfinite(s.loc["accuracy", "std"])
-        folds = pd.read_csv(d / "folds_manifest.csv", keep_default_na=False)
-        per_patient = folds.groupby("patient_id")["fold"].nunique()
-        assert (per_patient == 1).all()  # patient-grouped folds
-        allp = pd.read_csv(d / "predictions_all.csv", keep_default_na=False)
-        assert sorted(allp["path"]) == sorted(folds["path"])  # every image tested exactly once
-        dirs[name] = d
-    res = experiment.compare_strategies(dirs, tmp_path / "cmp")
-    mc = res["mcnemar"]
-    assert len(mc) == 1 and mc.loc[0, "n"] == 48 and 0 <= mc.loc[0, "p_value"] <= 1
+def test_cross_validate(tiny, tmp_path):
+    cfg = {**COMMON, "backbone": "plain_cnn", "task": "paper_b", "manifest": str(tiny / "target.csv")}
+    summary = experiment.cross_validate(cfg, tmp_path, k=2)
+    s = summary.set_index("metric")
+    assert s.loc["accuracy", "n"] == 2 and np.isfinite(s.loc["accuracy", "std"])
+    wide = pd.read_csv(tmp_path / "cv_metrics.csv")
+    assert s.loc["accuracy", "mean"] == pytest.approx(wide["accuracy"].mean())
+    folds = pd.read_csv(tmp_path / "folds_manifest.csv", keep_default_na=False)
+    assert (folds.groupby("patient_id")["fold"].nunique() == 1).all()  # patient-grouped folds
+    allp = pd.read_csv(tmp_path / "predictions_all.csv", keep_default_na=False)
+    assert sorted(allp["path"]) == sorted(folds["path"])  # every image tested exactly once
+    for f in (0, 1):  # the test fold never served for early stopping / checkpoint selection
+        val = pd.read_csv(tmp_path / f"fold{f}" / "predictions_val.csv", keep_default_na=False)
+        test = pd.read_csv(tmp_path / f"fold{f}" / "predictions.csv", keep_default_na=False)
+        assert not set(val["patient_id"]) & set(test["patient_id"])
+
+
+def _fake_cv_dir(d, correct, curve):
+    """A finished k-fold directory with given per-image correctness (for compare_strategies)."""
+    d.mkdir()
+    labels = ["normal", "covid19"] * 10
+    pred = [lab if ok else ("covid19" if lab == "normal" else "normal") for lab, ok in zip(labels, correct)]
+    pd.DataFrame({"path": [f"{i}.png" for i in range(20)], "patient_id": "p", "label": labels,
+                  "prob_normal": 0.5, "prob_covid19": 0.5, "pred": pred, "fold": [i % 2 for i in range(20)]}
+                 ).to_csv(d / "predictions_all.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2, 1, 2], "fold": [0, 0, 1, 1], "val_macro_f1": curve}).to_csv(
+        d / "history_all.csv", index=False)
+    pd.DataFrame({"fold": [0, 1], "accuracy": [np.mean(correct[0::2]), np.mean(correct[1::2])]}).to_csv(
+        d / "cv_metrics.csv", index=False)
+
+
+def test_compare_strategies_mcnemar_and_curves(tmp_path):
+    a = [True] * 18 + [False] * 2
+    b = [False] * 9 + [True] * 9 + [False] * 2  # 9 images only A gets right, none only B
+    _fake_cv_dir(tmp_path / "a", a, [0.2, 0.4, 0.3, 0.5])
+    _fake_cv_dir(tmp_path / "b", b, [0.1, 0.2, 0.1, 0.3])
+    res = experiment.compare_strategies({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "cmp")
+    r = res["mcnemar"].iloc[0]
+    assert (r["a_only_correct"], r["b_only_correct"], r["n"]) == (9, 0, 20)
+    assert r["p_value"] == pytest.approx(2 * 0.5 ** 9)
+    comp = res["comparison"].set_index(["strategy", "metric"])
+    assert comp.loc[("a", "accuracy"), "mean"] == pytest.approx(0.9)
     assert (tmp_path / "cmp" / "learning_curves.png").is_file()
-    assert set(res["comparison"]["strategy"]) == {"a", "b"}
+    assert set(pd.read_csv(tmp_path / "cmp" / "learning_curves.csv")["strategy"]) == {"a", "b"}
 
 
 def test_config_errors_are_clear(tiny, tmp_path):
