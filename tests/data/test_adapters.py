@@ -57,7 +57,9 @@ def _radiography_layout(root: Path) -> None:
         for i in range(n):
             _img(root / cls / "images" / f"{cls}-{i + 1}.png")
             _img(root / cls / "masks" / f"{cls}-{i + 1}.png")  # lung masks must not be read as images
-        (root / f"{cls}.metadata.xlsx").write_bytes(b"not really a spreadsheet")
+        pd.DataFrame({"FILE NAME": [f"{cls}-{i + 1}" for i in range(n)], "FORMAT": "PNG", "SIZE": "256*256",
+                      "URL": [f"https://example.org/{cls}/{i + 1}" for i in range(n)]}
+                     ).to_excel(root / f"{cls}.metadata.xlsx", index=False)
 
 
 def test_radiography_db(tmp_path):
@@ -66,6 +68,8 @@ def test_radiography_db(tmp_path):
     assert len(res.manifest) == 8 and not res.manifest["path"].str.contains("masks").any()
     assert res.manifest["label"].eq("").all()
     assert any("leakage" in n for n in res.notes)
+    urls = dict(zip(res.manifest["path"], res.manifest["origin_url"]))
+    assert urls["COVID-19_Radiography_Dataset/Normal/images/Normal-3.png"] == "https://example.org/Normal/3"
     a = ADAPTERS["radiography-db"](tmp_path, task="paper_a").manifest["label"].value_counts().to_dict()
     assert a == {"normal": 3, "covid19": 2, "other_disease": 2, "pneumonia": 1}
     v = ADAPTERS["radiography-db"](tmp_path, task="paper_b_viral")
@@ -80,6 +84,13 @@ def test_radiography_db_spreadsheets_without_openpyxl_are_noted(tmp_path, monkey
     _radiography_layout(tmp_path)
     res = ADAPTERS["radiography-db"](tmp_path)
     assert any("openpyxl" in n and "4 metadata spreadsheet" in n for n in res.notes)
+
+
+def test_radiography_db_damaged_spreadsheet_is_named(tmp_path):
+    _radiography_layout(tmp_path)
+    (tmp_path / "Normal.metadata.xlsx").write_bytes(b"not really a spreadsheet")
+    with pytest.raises(ValueError, match="Normal.metadata.xlsx: cannot read the metadata spreadsheet"):
+        ADAPTERS["radiography-db"](tmp_path)
 
 
 def test_kermany(tmp_path):

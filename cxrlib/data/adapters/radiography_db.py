@@ -55,7 +55,11 @@ def _origin_urls(folder: Path, notes: list[str]) -> dict[str, str]:
         return {}
     urls: dict[str, str] = {}
     for sheet in sheets:
-        table = pd.read_excel(sheet, dtype=str).fillna("")
+        try:
+            table = pd.read_excel(sheet, dtype=str, engine="openpyxl").fillna("")
+        except Exception as exc:  # zip/xml errors of a damaged or non-xlsx file
+            raise ValueError(f"{sheet}: cannot read the metadata spreadsheet ({type(exc).__name__}: {exc}); "
+                             "re-download it or delete it to build the manifest without origin URLs") from exc
         table.columns = [str(c).strip().upper() for c in table.columns]
         if "FILE NAME" not in table.columns or "URL" not in table.columns:
             notes.append(f"{sheet.name}: no 'FILE NAME'/'URL' columns; not used")
