@@ -79,3 +79,25 @@ def test_weights_from_earlier_stage_file_skip_the_head(tmp_path):
                                   src.get_layer("head").get_weights()[0])
     with pytest.raises(FileNotFoundError):
         models.build_model("plain_cnn", (32, 32, 3), 3, weights=tmp_path / "missing.h5")
+
+
+@pytest.mark.slow
+def test_imagenet_path_with_gray_input_uses_the_cached_file(tmp_path, monkeypatch):
+    """The real keras.applications ImageNet code path, fed a stand-in weights file placed where
+    keras caches it (no network): a 1-channel input gets the parameter-free gray_to_rgb layer
+    and the backbone receives the file's weights."""
+    from keras.src.utils import data_utils
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    stand_in = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3))
+    k = stand_in.get_layer("conv1/conv").get_weights()[0]
+    stand_in.get_layer("conv1/conv").set_weights([np.full_like(k, 0.125)])
+    path = models.imagenet_weights_file("densenet121")
+    path.parent.mkdir(parents=True)
+    stand_in.save_weights(str(path))
+    # keras verifies a hash of the real file; the stand-in is served from the cache path instead
+    monkeypatch.setattr(data_utils, "get_file", lambda fname, *a, **kw: str(path.parent / fname))
+    m = models.build_model("densenet121", (32, 32, 1), 3, weights="imagenet")
+    assert m.get_layer("gray_to_rgb").output_shape == (None, 32, 32, 3)
+    assert (m.get_layer("conv1/conv").get_weights()[0] == 0.125).all()
+    assert not any(isinstance(layer, keras.Model) for layer in m.layers)  # still flat
