@@ -96,7 +96,10 @@ def _init(model_path: str, fast: bool) -> None:
     fast_graph_layer_creation(fast)
     t0 = time.perf_counter()
     model = tf.keras.models.load_model(model_path, compile=False)
-    _STATE.update(model=model, logits_model=logits_model(model), analyzers={},
+    logits = logits_model(model)
+    # one forward pass gives both the probabilities (class choice) and the logits: [N, K] x 2
+    both = tf.keras.Model(model.inputs, [model.output, logits.output], name="probs_and_logits")
+    _STATE.update(model=model, logits_model=logits, both=both, analyzers={},
                   path=model_path, fast=fast, load_seconds=time.perf_counter() - t0)
 
 
@@ -134,8 +137,7 @@ def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) ->
     """
     _check()
     t0 = time.perf_counter()
-    probs = _STATE["model"].predict(images, verbose=0)  # [N, K]
-    logits = _STATE["logits_model"].predict(images, verbose=0)  # [N, K]
+    probs, logits = _STATE["both"].predict(images, verbose=0)  # [N, K] each
     from cxrlib.explain.gradcam import resolve_classes
 
     idx = resolve_classes(probs, class_index)
