@@ -168,7 +168,8 @@ def validate_manifest(
         classes: allowed ``label`` values; None skips the label check.
         require_label: every row must have a non-empty label (single-label tasks).
         check_images: also decode every image (slow on large sets).
-        name: file name used in messages (defaults to the manifest's path).
+        name: file name that :func:`check_manifest` puts in its error (defaults to the
+            manifest's path); the problems themselves carry line and column.
     """
     problems: list[Problem] = []
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -216,7 +217,6 @@ def validate_manifest(
 
             for bad in scan_images(df, root).bad:
                 problems.append(Problem(line_of(bad.index), "path", f"unreadable image {bad.path}: {bad.reason}"))
-    name = name or df.attrs.get("manifest_path", "manifest")
     return problems
 
 
