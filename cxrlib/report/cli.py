@@ -10,18 +10,15 @@ from pathlib import Path
 DEMO_EXPERIMENTS: tuple[str, ...] = ("paper_a", "paper_b")
 
 
-def resolve_experiment(name_or_path: str) -> Path:
-    """A YAML path, or a bare name (``paper_a``) looked up in ``notebooks/experiments/``."""
-    from cxrlib.report.runner import EXPERIMENTS_DIR
+def resolve_experiment(name_or_path: str, extra_dirs=None) -> Path:
+    """A YAML path, or a bare name (``paper_a``) on the experiment search path.
 
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = EXPERIMENTS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"experiment {name_or_path!r} not found (a YAML path or one of: {known})")
+    See :func:`cxrlib.report.locate.resolve_experiment` (``--experiments-dir``,
+    ``CXR_EXPERIMENTS_PATH``, then the configs shipped in ``cxrlib/notebooks/experiments``).
+    """
+    from cxrlib.report.locate import resolve_experiment as _resolve
+
+    return _resolve(name_or_path, extra_dirs)
 
 
 def _parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -40,7 +37,7 @@ def _run_one(experiment: str, args: argparse.Namespace) -> int:
 
     try:
         result = run_experiment(
-            resolve_experiment(experiment), out=args.out, data_root=getattr(args, "data", None),
+            resolve_experiment(experiment, getattr(args, "experiments_dir", None)), out=args.out, data_root=getattr(args, "data", None),
             smoke=args.smoke, force=args.force, run_id=getattr(args, "run_id", None),
             overrides=_parse_sets(getattr(args, "set", None)), only=getattr(args, "only", None),
             jobs=args.jobs,
@@ -76,6 +73,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CI-sized run: apply the config's `smoke:` overrides (tiny data, 1 epoch, 2 folds)")
     p.add_argument("--force", action="store_true",
                    help="start a new run and execute every stage (default: resume the run of the same config)")
+    p.add_argument("--experiments-dir", action="append", metavar="DIR",
+                   help="folder searched first for experiment names (repeatable; also "
+                        "CXR_EXPERIMENTS_PATH; then the configs shipped with cxrlib)")
     p.add_argument("--jobs", type=int, default=2, metavar="N",
                    help="notebooks executed side by side when independent (strategy x fold fan-out); "
                         "default 2: much of a small stage is single-threaded (kernel start, imports, "
@@ -90,8 +90,8 @@ def register(subparsers) -> None:
                     "per strategy and fold), render them to HTML and write "
                     "OUT/<experiment>/<run>/index.html. A rerun of the same config resumes its run, "
                     "skipping stages whose outputs exist.")
-    p.add_argument("experiment", help="experiment YAML, or a name in notebooks/experiments/ (paper_a, paper_b, "
-                                      "paper_a_real, paper_b_real)")
+    p.add_argument("experiment", help="experiment YAML, or a name on the search path (shipped: paper_a, "
+                                      "paper_b, paper_a_real, paper_b_real)")
     p.add_argument("--data", metavar="ROOT", help="root folder of the public datasets (real-data configs)")
     _common(p)
     p.add_argument("--run-id", help="resume or create this run id (never overwrites another config's run)")
@@ -103,7 +103,7 @@ def register(subparsers) -> None:
 
     d = subparsers.add_parser(
         "demo", help="run both papers' experiments on the embedded phantom data (what `make demo` does)",
-        description="Runs notebooks/experiments/paper_a.yaml and paper_b.yaml on generated phantom "
+        description="Runs the shipped experiments paper_a and paper_b on generated phantom "
                     "radiographs and writes their HTML reports.")
     _common(d)
     d.set_defaults(func=cmd_demo)

@@ -1,4 +1,7 @@
-"""Experiment configs: YAML files under ``notebooks/experiments/`` that say what a run does.
+"""Experiment configs: YAML files that say what a run does.
+
+The shipped ones are in ``cxrlib/notebooks/experiments/``; :mod:`cxrlib.report.locate` finds
+them by name.
 
 An experiment config is a nested mapping. The keys the orchestration itself reads are:
 

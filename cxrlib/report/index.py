@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from cxrlib.report.locate import shown_path
 from cxrlib.report.notebook import read_figures
 from cxrlib.report.results import RESULTS_STAGE, format_mean_std, read_results
 
@@ -120,16 +121,6 @@ def _num(v: Any) -> str:
     return "" if math.isnan(f) else repr(f)
 
 
-def _shown_path(path: str) -> str:
-    """A config path as a user would type it: relative to the repository when inside it."""
-    from cxrlib.report.runner import REPO_ROOT
-
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return path
-
-
 def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     records = info.get("stages", {})
@@ -216,7 +207,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,
-        config_file=_shown_path(cfg.get("config_file", "")),
+        config_file=shown_path(cfg.get("config_file", "")),
     )
 
 

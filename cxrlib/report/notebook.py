@@ -177,11 +177,12 @@ def open_stage(
         sdir.mkdir(parents=True, exist_ok=True)
         return StageContext(cfg, Path(run_dir), sdir, stage, data_root)
 
-    from cxrlib.report.runner import REPO_ROOT, run_experiment
+    from cxrlib.report.locate import reports_root
+    from cxrlib.report.runner import run_experiment
 
     cfg = load_experiment(config_path, smoke=smoke)
     stage = find_stage(cfg, kind, **params)
-    out = REPO_ROOT / "reports" / "interactive"
+    out = reports_root() / "interactive"
     if stage.depends:
         result = run_experiment(cfg, out=out, data_root=data_root or None, only=list(stage.depends))
         rdir = result.run_dir

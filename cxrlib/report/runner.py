@@ -34,12 +34,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from cxrlib.report.config import (
     canonical_json, config_hash, file_hash, load_experiment, save_config,
 )
+from cxrlib.report.locate import notebooks_dir, packaged_experiments_dir
 from cxrlib.report.plan import Stage, build_plan
 from cxrlib.report.progress import Progress
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-EXPERIMENTS_DIR = NOTEBOOKS_DIR / "experiments"
+NOTEBOOKS_DIR = notebooks_dir()  # packaged notebooks (cxrlib/notebooks), see cxrlib.report.locate
+EXPERIMENTS_DIR = packaged_experiments_dir()
 KERNEL_NAME = "python3"
 
 
@@ -425,7 +425,7 @@ def run_experiment(
         run_id: resume or create this run id instead of choosing one.
         overrides: dotted config keys -> values applied after loading.
         only: run only stages whose id starts with one of these (and their dependencies).
-        notebooks_dir: folder of the source notebooks (default: the repository's).
+        notebooks_dir: folder of the source notebooks (default: the packaged ones).
         stream: where progress goes (default stderr).
         jobs: notebooks executed at the same time (independent stages only, e.g. the
             strategy x fold fan-out). On 2 cores, 2 helps small stages, whose time is mostly
