@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from cxrlib._text import parse_key_values
+
 DEMO_EXPERIMENTS: tuple[str, ...] = ("paper_a", "paper_b")
 
 
@@ -22,13 +24,7 @@ def resolve_experiment(name_or_path: str, extra_dirs=None) -> Path:
 
 
 def _parse_sets(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. transfer.epochs=3)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value
-    return out
+    return parse_key_values(items, "--set", "transfer.train.epochs=3")
 
 
 def _run_one(experiment: str, args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from cxrlib.io import write_text
 REQUIRED_KEYS: tuple[str, ...] = ("name", "task", "data", "split", "strategies")
 
 # Applied by --smoke under the experiment's own ``smoke:`` block (the block wins).
@@ -179,9 +180,4 @@ def file_hash(path: str | os.PathLike, length: int = 12) -> str:
 
 def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML atomically (the copy a run keeps of what it ran)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))

@@ -17,8 +17,9 @@ from typing import Any
 import jinja2
 import yaml
 
+from cxrlib.io import write_text
 from cxrlib.report.locate import shown_path
-from cxrlib.report.notebook import read_figures
+from cxrlib.report.layout import read_figures, read_run
 from cxrlib.report.results import RESULTS_STAGE, format_mean_std, read_results
 
 # Columns of summary.csv shown in the strategy table, in this order when present.
@@ -155,11 +156,10 @@ def _figures(run_dir: Path, info: dict[str, Any]) -> list[dict[str, str]]:
 def render_index(run_dir: str | os.PathLike) -> str:
     """The index page of a run as an HTML string."""
     from cxrlib import __version__
-    from cxrlib.report.runner import read_json
     from cxrlib.report.results import data_description
 
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json") or {}
+    info = read_run(run_dir) or {}
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
     cfg = yaml.safe_load(config_text) or {}
     tables = read_results(run_dir)
@@ -214,8 +214,4 @@ def render_index(run_dir: str | os.PathLike) -> str:
 def write_index(run_dir: str | os.PathLike) -> Path:
     """Render and write ``<run>/index.html`` atomically; returns its path."""
     run_dir = Path(run_dir)
-    path = run_dir / "index.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_index(run_dir), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(run_dir / "index.html", render_index(run_dir))

@@ -13,18 +13,16 @@ stage this notebook depends on that has not run yet -- so any notebook runs on i
 
 from __future__ import annotations
 
-import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from cxrlib.io import atomic_path, write_csv
 from cxrlib.report.config import load_experiment
+from cxrlib.report.layout import register_figure
 from cxrlib.report.plan import Stage, build_plan
-
-FIGURES_INDEX = "figures.csv"  # per stage: file, caption, key (1 = shown on the index page)
 
 
 @dataclass
@@ -85,23 +83,16 @@ class StageContext:
             key: show it among the key figures on the index page.
             dpi: resolution.
         """
-        folder = self.stage_dir / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.png"
-        tmp = folder / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        path = self.stage_dir / "figures" / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         register_figure(self.stage_dir, path, caption, key)
         show_and_close(fig)
         return path
 
     def save_table(self, df, name: str) -> Path:
         """Write a DataFrame as ``<name>.csv`` in the stage folder (atomically)."""
-        path = self.stage_dir / f"{name}.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        return write_csv(self.stage_dir / f"{name}.csv", df)
 
 
 def show_and_close(fig) -> None:
@@ -117,29 +108,6 @@ def show_and_close(fig) -> None:
     except ImportError:
         pass
     plt.close(fig)
-
-
-def register_figure(stage_dir: Path, path: Path, caption: str, key: bool) -> None:
-    """Add or replace a figure's row in the stage's ``figures.csv``."""
-    index = stage_dir / FIGURES_INDEX
-    rows = read_figures(stage_dir)
-    rel = str(path.relative_to(stage_dir))
-    rows = [r for r in rows if r["file"] != rel] + [{"file": rel, "caption": caption, "key": "1" if key else "0"}]
-    tmp = index.with_name(index.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "caption", "key"])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, index)
-
-
-def read_figures(stage_dir: Path) -> list[dict[str, str]]:
-    """Rows of a stage's ``figures.csv`` (empty when it has none)."""
-    index = Path(stage_dir) / FIGURES_INDEX
-    if not index.is_file():
-        return []
-    with open(index, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def find_stage(cfg: Mapping[str, Any], kind: str, **params: Any) -> Stage:

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from cxrlib.io import write_csv
 from cxrlib.report.plan import build_plan
 
 RESULTS_STAGE = "06_summary"
@@ -150,14 +151,6 @@ def paper_comparison(cfg: Mapping[str, Any], summary: pd.DataFrame) -> pd.DataFr
                                        "n", "data", "same_data", "note"])
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
 def write_results(run_dir: str | os.PathLike, cfg: Mapping[str, Any],
                   out_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
     """Collect, summarise and compare; write the three CSVs.
@@ -176,7 +169,7 @@ def write_results(run_dir: str | os.PathLike, cfg: Mapping[str, Any],
     comparison = paper_comparison(cfg, summary)
     tables = {"metrics": metrics, "summary": summary, "paper_comparison": comparison}
     for name, df in tables.items():
-        _write_csv(df, out / f"{name}.csv")
+        write_csv(out / f"{name}.csv", df)
     return tables
 
 
