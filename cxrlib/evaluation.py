@@ -11,7 +11,10 @@ API (stable):
 - ``mcnemar(y_true, pred_a, pred_b) -> dict`` (exact binomial McNemar)
 - ``predictions_frame(df, y_prob, classes)``, ``read_predictions(path)``
 - ``plot_learning_curves(histories, metric, path)`` (seaborn, one line per strategy)
-- ``write_json(obj, path)`` (atomic, NaN -> null)
+- ``cross_entropy(y_true, y_prob, multi_label)``, ``safe_name(class)`` (log keys)
+
+This module sits below :mod:`cxrlib.training` (which imports it) and imports nothing from
+cxrlib; files are written with :mod:`cxrlib.io`.
 
 Targets: ``y_true`` is one-hot/multi-hot ``[N, K]`` or integer class indices ``[N]``;
 ``y_prob`` is ``[N, K]`` model outputs. Metrics whose value is undefined on the data (AUC of a
@@ -24,7 +27,6 @@ paper A's 90.13 % ± 0.14); ``n`` is given with it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -33,6 +35,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from cxrlib.io import atomic_path
 
 METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda t, p: skm.accuracy_score(t, p),
@@ -149,6 +153,22 @@ def multilabel_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence
     }
 
 
+def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, multi_label: bool) -> float:
+    """Mean cross-entropy as Keras computes it (probabilities clipped to [1e-7, 1-1e-7])."""
+    p = np.asarray(y_prob, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.float64)
+    if multi_label:
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    p = np.clip(p / p.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
+    return float(np.mean(-np.sum(y * np.log(p), axis=1)))
+
+
+def safe_name(name: str) -> str:
+    """A class name as a log/column key part (``recall_<name>``): non [A-Za-z0-9_-] -> ``_``."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+
+
 def epoch_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str],
                   multi_label: bool = False, prefix: str = "val_") -> dict[str, float]:
     """The per-epoch validation log: loss, accuracy, macro_f1, recall_<class> (+ macro_auroc).
@@ -160,8 +180,6 @@ def epoch_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str]
         multi_label: sigmoid outputs thresholded at 0.5.
         prefix: key prefix.
     """
-    from cxrlib.training import cross_entropy, _safe
-
     y_true = np.asarray(y_true)
     logs = {f"{prefix}loss": cross_entropy(y_true, y_prob, multi_label)}
     if multi_label:
@@ -178,7 +196,7 @@ def epoch_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str]
         logs[f"{prefix}macro_f1"] = float(skm.f1_score(t, p, labels=labels, average="macro", zero_division=0))
         rec = skm.recall_score(t, p, labels=labels, average=None, zero_division=0)
     for c, r in zip(classes, rec):
-        logs[f"{prefix}recall_{_safe(c)}"] = float(r)
+        logs[f"{prefix}recall_{safe_name(c)}"] = float(r)
     return logs
 
 
@@ -316,32 +334,6 @@ def read_predictions(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     return df, classes
 
 
-def _jsonable(obj):
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) or math.isinf(float(obj)) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically; NaN/inf become null (strict JSON), numpy types become Python."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def plot_learning_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
                          metric: str = "val_macro_f1", path: str | os.PathLike | None = None,
                          title: str | None = None):
@@ -373,6 +365,6 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
     return fig

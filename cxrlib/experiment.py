@@ -85,6 +85,7 @@ import pandas as pd
 
 from cxrlib import evaluation, models, training, transfer
 from cxrlib.data import manifest as mf
+from cxrlib.io import read_json, to_jsonable, write_csv, write_json
 from cxrlib.data.taxonomy import NIH_FINDINGS, is_multilabel, normalize_task, task_classes
 
 NORMAL_DISEASE = ("normal", "disease")
@@ -309,10 +310,6 @@ def _datasets(parts: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any], classes
 
 # --------------------------------------------------------------------------- stages
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_stage(stage_dir: str | os.PathLike, model: bool = True):
     """(model or None, config.json, metrics.json) of a finished stage.
 
@@ -324,7 +321,7 @@ def load_stage(stage_dir: str | os.PathLike, model: bool = True):
     if not (d / "metrics.json").is_file() or not (d / "model.h5").is_file():
         raise StageIncomplete(f"{d}: stage not finished (no metrics.json/model.h5); run it first")
     return (models.load_model(d / "model.h5") if model else None,
-            _read_json(d / "config.json"), _read_json(d / "metrics.json"))
+            read_json(d / "config.json"), read_json(d / "metrics.json"))
 
 
 def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite: bool = False,
@@ -343,10 +340,10 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
     out = Path(stage_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "metrics.json").is_file() and (out / "config.json").is_file() and not overwrite:
-        old = _read_json(out / "config.json").get("config")
-        if old == json.loads(json.dumps(evaluation._jsonable(cfg))):
+        old = read_json(out / "config.json").get("config")
+        if old == json.loads(json.dumps(to_jsonable(cfg))):
             print(f"[cxrlib] {out}: finished stage with the same config found, not retraining")
-            return _read_json(out / "metrics.json")
+            return read_json(out / "metrics.json")
         raise FileExistsError(f"{out} holds a finished stage with a different config; "
                               "use another directory or overwrite=True")
     for stale in ("metrics.json",):
@@ -384,13 +381,12 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
     base_record = {"config": cfg, "classes": classes, "multi_label": multi_label, "split": split_desc,
                    "n": counts, "n_per_class": per_class, "excluded": excluded,
                    "class_weight": cw, "versions": _versions()}
-    evaluation.write_json({**base_record, "status": "running"}, out / "config.json")
+    write_json(out / "config.json", {**base_record, "status": "running"})
 
     result = training.fit(model_fn, train_ds, val_ds, classes, cfg["train"], out_dir=out,
                           class_weight=cw, multi_label=multi_label)
     models.save_model(result.model, out / "model.h5")
-    evaluation.write_json({**base_record, "init": info, "phases": result.phases, "status": "done"},
-                          out / "config.json")
+    write_json(out / "config.json", {**base_record, "init": info, "phases": result.phases, "status": "done"})
 
     metrics: dict[str, Any] = {"stage": cfg["name"], "strategy": cfg["strategy"], "task": cfg["task"],
                                "fold": cfg["fold"], "init": info, "best_epoch": result.best_epoch,
@@ -407,15 +403,15 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
             m = evaluation.classification_metrics(y_true, prob, classes, positive=cfg["positive"])
         metrics[split] = m
         name = "predictions.csv" if split == "test" else "predictions_val.csv"
-        training.write_csv(evaluation.predictions_frame(y, prob, classes, multi_label), out / name)
+        write_csv(out / name, evaluation.predictions_frame(y, prob, classes, multi_label))
         if split == "test":
-            training.write_csv(evaluation.per_class_table(m), out / "metrics_per_class.csv")
+            write_csv(out / "metrics_per_class.csv", evaluation.per_class_table(m))
             if cfg["bootstrap"] and not multi_label:
                 metrics["test_ci"] = {k: evaluation.bootstrap_ci(y_true, prob, k, n_boot=int(cfg["bootstrap"]),
                                                                  seed=int(cfg["split_seed"]))
                                       for k in ("accuracy", "macro_f1")}
-    evaluation.write_json(metrics, out / "metrics.json")  # last: marks the stage complete
-    return json.loads(json.dumps(evaluation._jsonable(metrics)))
+    write_json(out / "metrics.json", metrics)  # last: marks the stage complete
+    return json.loads(json.dumps(to_jsonable(metrics)))
 
 
 def _targets(df: pd.DataFrame, classes, multi_label) -> np.ndarray:
@@ -531,15 +527,15 @@ def cross_validate(config: Mapping[str, Any], out_dir: str | os.PathLike, k: int
         preds.append(p.assign(fold=int(f)))
         hists.append(pd.read_csv(fold_dir / "history.csv").assign(fold=int(f)))
     wide = pd.DataFrame(rows)
-    training.write_csv(wide, out / "cv_metrics.csv")
+    write_csv(out / "cv_metrics.csv", wide)
     summary = evaluation.aggregate_folds(wide.drop(columns=["best_epoch"]))
-    training.write_csv(summary, out / "cv_summary.csv")
-    training.write_csv(pd.concat(preds, ignore_index=True), out / "predictions_all.csv")
-    training.write_csv(pd.concat(hists, ignore_index=True), out / "history_all.csv")
-    evaluation.write_json({"k": k, "folds": [int(r["fold"]) for r in rows], "strategy": cfg["strategy"],
-                           "task": cfg["task"], "manifest": manifest,
-                           "summary": summary.set_index("metric")[["mean", "std", "n"]].to_dict("index")},
-                          out / "cv_summary.json")
+    write_csv(out / "cv_summary.csv", summary)
+    write_csv(out / "predictions_all.csv", pd.concat(preds, ignore_index=True))
+    write_csv(out / "history_all.csv", pd.concat(hists, ignore_index=True))
+    write_json(out / "cv_summary.json",
+               {"k": k, "folds": [int(r["fold"]) for r in rows], "strategy": cfg["strategy"],
+                "task": cfg["task"], "manifest": manifest,
+                "summary": summary.set_index("metric")[["mean", "std", "n"]].to_dict("index")})
     return summary
 
 
@@ -604,7 +600,7 @@ def _run_tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                 pd.read_csv(d / "history_all.csv"), pd.read_csv(d / "cv_metrics.csv"))
     if not (d / "metrics.json").is_file():
         raise StageIncomplete(f"{d}: neither a finished stage nor a finished cross-validation")
-    m = _read_json(d / "metrics.json")
+    m = read_json(d / "metrics.json")
     wide = pd.DataFrame([{"fold": m.get("fold") or 0, **evaluation.scalar_metrics(m["test"])}])
     return (pd.read_csv(d / "predictions.csv", keep_default_na=False),
             pd.read_csv(d / "history.csv").assign(fold=0), wide)
@@ -650,9 +646,9 @@ def compare_strategies(run_dirs: Mapping[str, str | os.PathLike], out_dir: str |
         tests.append({"a": a, "b": b, **r, "note": f"{len(j)} common images (of {len(pa)}, {len(pb)})"})
     mcn = pd.DataFrame(tests)
     curves = pd.concat(hists, ignore_index=True)
-    training.write_csv(comparison, out / "comparison.csv")
-    training.write_csv(mcn, out / "mcnemar.csv")
-    training.write_csv(curves, out / "learning_curves.csv")
+    write_csv(out / "comparison.csv", comparison)
+    write_csv(out / "mcnemar.csv", mcn)
+    write_csv(out / "learning_curves.csv", curves)
     if metric in curves.columns:
         import matplotlib.pyplot as plt
 

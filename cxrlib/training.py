@@ -43,8 +43,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import runtime
+from cxrlib import evaluation, runtime
 from cxrlib import transfer
+from cxrlib.io import write_csv
 
 import tensorflow as tf
 from tensorflow import keras
@@ -186,21 +187,6 @@ def predict(model: keras.Model, x, batch_size: int = 32) -> np.ndarray:
                                     verbose=0))
 
 
-def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, multi_label: bool) -> float:
-    """Mean cross-entropy as Keras computes it (probabilities clipped to [1e-7, 1-1e-7])."""
-    p = np.asarray(y_prob, dtype=np.float64)
-    y = np.asarray(y_true, dtype=np.float64)
-    if multi_label:
-        p = np.clip(p, 1e-7, 1 - 1e-7)
-        return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
-    p = np.clip(p / p.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
-    return float(np.mean(-np.sum(y * np.log(p), axis=1)))
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
-
-
 class ValidationMetrics(keras.callbacks.Callback):
     """Adds val_loss, val_accuracy, val_macro_f1, val_recall_<class> (+ val_macro_auroc) to logs.
 
@@ -218,8 +204,6 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.last_prob: np.ndarray | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        from cxrlib import evaluation  # local: evaluation imports nothing from training
-
         logs = logs if logs is not None else {}
         prob = predict(self.model, self.x)
         self.last_prob = prob
@@ -292,17 +276,7 @@ class HistoryCSV(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "lr"})
         self.rows.append(row)
         if self.path:
-            write_csv(pd.DataFrame(self.rows), self.path)
-
-
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a CSV atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+            write_csv(self.path, pd.DataFrame(self.rows))
 
 
 def class_weights_from_targets(y: np.ndarray) -> dict[int, float]:

@@ -12,6 +12,7 @@ from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 from cxrlib import evaluation
+from cxrlib.io import write_json
 
 CLASSES = ["normal", "pneumonia", "other_disease", "covid19"]
 Y_TRUE = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 3])
@@ -115,7 +116,7 @@ def test_predictions_json_and_learning_curves(tmp_path):
     p.to_csv(tmp_path / "p.csv", index=False)
     back, classes = evaluation.read_predictions(tmp_path / "p.csv")
     assert classes == CLASSES and back["pred"].tolist() == [CLASSES[k] for k in Y_PROB.argmax(1)]
-    evaluation.write_json({"x": float("nan"), "y": np.float32(0.5), "z": np.arange(2)}, tmp_path / "m.json")
+    write_json(tmp_path / "m.json", {"x": float("nan"), "y": np.float32(0.5), "z": np.arange(2)})
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": 0.5, "z": [0, 1]}
     hist = {s: pd.DataFrame({"epoch": [1, 2, 3], "val_macro_f1": v})
             for s, v in {"scratch": [.2, .3, .5], "twice": [.4, .5, .55]}.items()}
