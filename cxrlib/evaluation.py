@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np

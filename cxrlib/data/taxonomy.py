@@ -25,6 +25,7 @@ def _load_tasks() -> dict[str, tuple[str, ...]]:
 
 TASKS: dict[str, tuple[str, ...]] = _load_tasks()
 NIH_FINDINGS: tuple[str, ...] = TASKS["nih14"]
+NO_FINDING = "No Finding"  # NIH ChestX-ray14's label of an image without any of the 14 findings
 
 
 def normalize_task(task: str) -> str:
