@@ -1,12 +1,15 @@
-"""Phantom acceptance run of the transfer strategies (not a timed test).
+"""Phantom acceptance run of the transfer strategies through the same plan as ``cxr run`` (not a timed test).
 
-Generates source (14 NIH findings) and target phantoms with cxrlib.data.phantoms, then runs
-the strategy variants (default: scratch, domain_extension, twice without ImageNet, twice +
-output neuron keeping) with a compact DenseNet on the same target split, and prints the
-validation macro-F1 of every epoch per strategy, the test metrics, McNemar tests and the
-training throughput. Everything is written under --out (stage dirs, comparison/).
+Loads an experiment (default ``paper_a``; ``--experiment paper_b`` for twice transfer and output
+neuron keeping), applies ``--set`` overrides and a ``--strategies`` subset, and runs its stages up
+to ``04_cross_validation`` with :func:`cxrlib.report.runner.run_experiment` -- the data stage,
+the source stage and one transfer notebook per strategy x fold, exactly as ``cxr run`` does.
+It then prints, from the run folder, the validation macro-F1 of every epoch per strategy, the
+test metrics (mean ± std over folds), McNemar tests and the training time per stage, all computed
+by :mod:`cxrlib.comparison`.
 
     .venv/bin/python benchmarks/bench_training.py --out /tmp/cxr_bench
+    .venv/bin/python benchmarks/bench_training.py --experiment paper_b --set transfer.train.epochs=4
 """
 
 from __future__ import annotations
@@ -16,75 +19,62 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
+from cxrlib._text import parse_key_values
+from cxrlib.comparison import paired_mcnemar, summarize
+from cxrlib.report import results
+from cxrlib.report.config import load_experiment
+from cxrlib.report.locate import resolve_experiment
+from cxrlib.report.runner import run_experiment
 
-from cxrlib import experiment
-from cxrlib.data.phantoms import generate_phantoms
+
+def run_through_plan(experiment: str, out: Path, sets: list[str] | None, strategies: str | None,
+                     data_root: str | None = None, jobs: int = 1):
+    """Run an experiment's stages up to the strategy comparison; returns (run folder, config)."""
+    cfg = load_experiment(resolve_experiment(experiment), overrides=parse_key_values(sets, "--set"))
+    if strategies:
+        keep = strategies.split(",")
+        unknown = sorted(set(keep) - set(cfg["strategies"]))
+        if unknown:
+            raise SystemExit(f"--strategies: {unknown} not in {sorted(cfg['strategies'])}")
+        cfg["strategies"] = {k: v for k, v in cfg["strategies"].items() if k in keep}
+    cfg.pop("heatmaps", None)  # not needed for the comparison
+    result = run_experiment(cfg, out=out, data_root=data_root, only=["04_cross_validation"], jobs=jobs)
+    return result.run_dir, cfg
 
 
-def _phantoms(folder: Path, task: str, n: int, seed: int, size: int) -> Path:
-    """Generate phantoms once per (task, n, size, seed); reuse them on later runs."""
-    if (folder / "manifest.csv").is_file():
-        return folder / "manifest.csv"
-    return generate_phantoms(folder, task, n, seed=seed, image_size=size)
+def report(run_dir: Path, cfg) -> None:
+    """Print per-epoch curves, test metrics, McNemar and timings of a run folder."""
+    curves = results.gather_histories(run_dir, cfg)
+    table = curves.pivot_table(index="epoch", columns="strategy", values="val_macro_f1", aggfunc="mean")
+    print("\nvalidation macro-F1 per epoch (mean over folds):")
+    print(table[[s for s in cfg["strategies"]]].round(3).to_string())
+    summary = summarize(results.collect_metrics(run_dir, cfg))
+    print("\ntest metrics (mean ± std over folds):")
+    print(summary[summary["metric"].isin(["accuracy", "macro_f1", "macro_auc_ovr"])]
+          .pivot(index="strategy", columns="metric", values="text").to_string())
+    print("\nMcNemar (exact binomial) on the same test images:")
+    mcn = paired_mcnemar(results.gather_predictions(run_dir, cfg))
+    print(mcn[["a", "b", "n", "a_only_correct", "b_only_correct", "p_value"]].to_string(index=False))
+    info = json.loads((run_dir / "run.json").read_text())
+    for sid, rec in info["stages"].items():
+        m = run_dir / "stages" / sid / "metrics.json"
+        init = json.loads(m.read_text()).get("init", {}) if m.is_file() else {}
+        print(f"{sid}: {rec.get('status')} {rec.get('seconds', '')} s"
+              + (f" init={init.get('init')} kept={init.get('kept_neurons')}" if init else ""))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiment", default="paper_a", help="name or YAML path (as `cxr run`)")
     ap.add_argument("--out", default="/tmp/cxr_bench_training")
-    ap.add_argument("--task", default="paper_a")
-    ap.add_argument("--strategies", default="scratch,domain_extension,twice,twice_onk")
-    ap.add_argument("--n-source", type=int, default=600)
-    ap.add_argument("--n-target", type=int, default=360)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--backbone", default="compact_densenet")
-    ap.add_argument("--source-epochs", type=int, default=4)
-    ap.add_argument("--target-epochs", type=int, default=5)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--folds", type=int, default=0, help="k-fold CV with k folds (0: one hold-out split)")
+    ap.add_argument("--strategies", help="comma-separated subset of the experiment's strategies")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (as `cxr run --set`)")
+    ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args(argv)
-
-    out = Path(args.out)
     t0 = time.time()
-    src = _phantoms(out / f"phantoms_source_{args.n_source}_{args.size}_{args.seed}", "source", args.n_source,
-                    args.seed + 1, args.size)
-    tgt = _phantoms(out / f"phantoms_{args.task}_{args.n_target}_{args.size}_{args.seed}", args.task,
-                    args.n_target, args.seed + 2, args.size)
-    print(f"phantoms ready in {time.time() - t0:.1f} s")
-    stage = {"backbone": args.backbone, "image_size": args.size, "batch_size": 32, "cache": "memory",
-             "bootstrap": 200, "split_seed": args.seed}
-    common_train = {"lr": args.lr, "early_stopping": 0, "tensorboard": False, "verbose": 0, "seed": args.seed}
-    target = {**stage, "task": args.task, "manifest": str(tgt),
-              "train": {**common_train, "epochs": args.target_epochs, "monitor": "val_macro_f1"}}
-    source = {**stage, "manifest": str(src),
-              "train": {**common_train, "epochs": args.source_epochs, "monitor": "val_loss"}}
-    t0 = time.time()
-    dirs = experiment.run_strategies(args.strategies.split(","), target, source, out / "runs",
-                                     cv=args.folds > 0, k=max(args.folds, 2))
-    seconds = time.time() - t0
-    res = experiment.compare_strategies(dirs, out / "comparison")
-
-    curves = res["learning_curves"]
-    table = curves.pivot_table(index="epoch", columns="strategy", values="val_macro_f1", aggfunc="mean")
-    print("\nvalidation macro-F1 per epoch (mean over folds):")
-    print(table[[s for s in dirs]].round(3).to_string())
-    comp = res["comparison"]
-    print("\ntest metrics:")
-    print(comp[comp["metric"].isin(["accuracy", "macro_f1", "macro_auc_ovr"])]
-          .pivot(index="strategy", columns="metric", values="text").to_string())
-    print("\nMcNemar (exact binomial) on the same test images:")
-    print(res["mcnemar"][["a", "b", "n", "a_only_correct", "b_only_correct", "p_value"]].to_string(index=False))
-    for name, d in dirs.items():
-        m = json.loads(((d / "fold0" if args.folds else d) / "metrics.json").read_text())
-        print(f"{name}: init={m['init'].get('init')} kept={m['init'].get('kept_neurons')} "
-              f"train_seconds={m['train_seconds']} n={m['n']}")
-    for p in sorted((out / "runs").glob("source_*")):
-        m = json.loads((p / "metrics.json").read_text())
-        print(f"{p.name}: init={m['init'].get('init')} train_seconds={m['train_seconds']} "
-              f"test={ {k: round(v, 3) for k, v in m['test'].items() if k in ('accuracy', 'macro_f1', 'macro_auroc')} }")
-    print(f"\nall strategies: {seconds:.0f} s wall")
-    table.to_csv(out / "comparison" / "val_macro_f1_per_epoch.csv")
+    run_dir, cfg = run_through_plan(args.experiment, Path(args.out), args.set, args.strategies, jobs=args.jobs)
+    report(run_dir, cfg)
+    print(f"\nrun {run_dir}: {time.time() - t0:.0f} s wall")
     return 0
 
 

@@ -4,8 +4,8 @@
   ``... and N more`` -- the problem lists of ManifestError, LeakageError, BadImageError and
   ``cxr data check``.
 - ``parse_key_values(items, option="--set")``: ``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}``
-  for ``--set`` / ``--opt`` / ``--dir`` options; a malformed or empty key or a repeated key is
-  an error naming the option and the item.
+  for ``--set`` / ``--opt`` / ``--dir`` options; a malformed item or an empty key is an error
+  naming the option and the item; a repeated key takes the last value (as on most command lines).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def parse_key_values(items: Iterable[str] | None, option: str = "--set",
     """Parse repeated ``KEY=VALUE`` options into a dict (values stay strings).
 
     Raises:
-        ValueError: an item without ``=``, with an empty key, or a key given twice; the message
-            names ``option``, the item and an ``example``.
+        ValueError: an item without ``=`` or with an empty key; the message names ``option``,
+            the item and an ``example``.
     """
     out: dict[str, str] = {}
     for item in items or []:
@@ -42,7 +42,5 @@ def parse_key_values(items: Iterable[str] | None, option: str = "--set",
         key = key.strip()
         if not eq or not key:
             raise ValueError(f"{option} {item!r}: expected KEY=VALUE (e.g. {option} {example})")
-        if key in out:
-            raise ValueError(f"{option} {key}: given twice ({out[key]!r} and {value!r})")
         out[key] = value
     return out

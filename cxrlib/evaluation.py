@@ -1,4 +1,4 @@
-"""Evaluation: metrics (scikit-learn), k-fold mean ± std, bootstrap CIs, McNemar, learning curves.
+"""Evaluation: metrics (scikit-learn), bootstrap CIs, McNemar, prediction tables.
 
 API (stable):
 
@@ -6,11 +6,9 @@ API (stable):
 - ``multilabel_metrics(y_true, y_prob, classes) -> dict`` (per-finding AUROC, NIH source task)
 - ``per_class_table(metrics) -> DataFrame`` (tidy: class, precision, recall, f1, support, auc)
 - ``epoch_metrics(y_true, y_prob, classes, multi_label, prefix) -> dict`` (the per-epoch log)
-- ``aggregate_folds(fold_metrics) -> DataFrame[metric, mean, std, n, min, max]``
 - ``bootstrap_ci(y_true, y_prob, metric, n_boot=1000, seed=0, alpha=0.05) -> dict``
 - ``mcnemar(y_true, pred_a, pred_b) -> dict`` (exact binomial McNemar)
 - ``predictions_frame(df, y_prob, classes)``, ``read_predictions(path)``
-- ``plot_learning_curves(histories, metric, path)`` (seaborn, one line per strategy)
 - ``cross_entropy(y_true, y_prob, multi_label)``, ``safe_name(class)`` (log keys)
 
 This module sits below :mod:`cxrlib.training` (which imports it) and imports nothing from
@@ -21,8 +19,8 @@ Targets: ``y_true`` is one-hot/multi-hot ``[N, K]`` or integer class indices ``[
 class absent from ``y_true``) are NaN and named in ``metrics["undefined"]`` with the reason,
 never silently dropped.
 
-Standard deviations over folds use ``ddof=1`` (sample std, as usual for k-fold reports such as
-paper A's 90.13 % ± 0.14); ``n`` is given with it.
+Comparing strategies over folds (mean ± std, McNemar over strategy pairs, learning curves) is
+:mod:`cxrlib.comparison`.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from cxrlib.io import atomic_path
 
 METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda t, p: skm.accuracy_score(t, p),
@@ -219,32 +216,6 @@ def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def aggregate_folds(fold_metrics: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """k-fold aggregation: mean ± sample std (ddof=1) per scalar metric.
-
-    Args:
-        fold_metrics: one metrics dict per fold (from :func:`classification_metrics`), or a
-            tidy/wide DataFrame with one row per fold and one column per metric.
-
-    Returns:
-        DataFrame[metric, mean, std, n, min, max, text] with text like ``"0.9013 ± 0.0014"``
-        (just the value when n = 1, std is then NaN).
-    """
-    wide = fold_metrics if isinstance(fold_metrics, pd.DataFrame) else pd.DataFrame(
-        [scalar_metrics(m) for m in fold_metrics])
-    wide = wide.select_dtypes("number").drop(columns=["fold"], errors="ignore")
-    rows = []
-    for col in wide.columns:
-        v = wide[col].dropna().to_numpy(dtype=float)
-        mean = float(v.mean()) if len(v) else math.nan
-        std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
-        rows.append({"metric": col, "mean": mean, "std": std, "n": int(len(v)),
-                     "min": float(v.min()) if len(v) else math.nan,
-                     "max": float(v.max()) if len(v) else math.nan,
-                     "text": f"{mean:.4f} ± {std:.4f}" if len(v) > 1 else f"{mean:.4f}"})
-    return pd.DataFrame(rows)
-
-
 def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, metric: str | Callable = "accuracy",
                  n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, float]:
     """Percentile bootstrap confidence interval of a metric on a test set.
@@ -331,39 +302,3 @@ def read_predictions(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     df = pd.read_csv(path, keep_default_na=False)
     classes = [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
     return df, classes
-
-
-def plot_learning_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
-                         metric: str = "val_macro_f1", path: str | os.PathLike | None = None,
-                         title: str | None = None):
-    """Learning curves of several strategies on one plot (seaborn; folds -> mean and 95 % band).
-
-    Args:
-        histories: ``{strategy: history DataFrame}`` (history.csv of each run; may hold
-            several folds stacked with a ``fold`` column), or one tidy DataFrame with columns
-            strategy, epoch, <metric>.
-        metric: history column to plot (``val_macro_f1``, ``val_loss``, ``val_accuracy`` ...).
-        path: save the figure there (PNG/PDF) if given.
-        title: plot title.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt  # no backend switch: notebooks keep their inline backend
-    import seaborn as sns
-
-    if isinstance(histories, pd.DataFrame):
-        tidy = histories
-    else:
-        tidy = pd.concat([h.assign(strategy=s) for s, h in histories.items()], ignore_index=True)
-    if metric not in tidy.columns:
-        raise KeyError(f"metric {metric!r} not in histories; columns: {sorted(tidy.columns)}")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=tidy, x="epoch", y=metric, hue="strategy", marker="o", ax=ax)
-    ax.set_title(title or f"{metric} per epoch")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    return fig

@@ -12,6 +12,7 @@ from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 from cxrlib import evaluation
+from cxrlib.comparison import aggregate_folds, plot_learning_curves
 from cxrlib.io import write_json
 
 CLASSES = ["normal", "pneumonia", "other_disease", "covid19"]
@@ -80,7 +81,7 @@ def test_epoch_metrics_loss_matches_keras():
 def test_aggregate_folds_mean_and_sample_std():
     acc = [0.9, 0.91, 0.89, 0.905, 0.895]
     wide = pd.DataFrame({"fold": range(5), "accuracy": acc, "macro_f1": [0.8] * 5})
-    s = evaluation.aggregate_folds(wide).set_index("metric")
+    s = aggregate_folds(wide).set_index("metric")
     assert s.loc["accuracy", "mean"] == pytest.approx(np.mean(acc))
     assert s.loc["accuracy", "std"] == pytest.approx(np.std(acc, ddof=1))
     assert s.loc["accuracy", "n"] == 5 and "fold" not in s.index
@@ -120,7 +121,7 @@ def test_predictions_json_and_learning_curves(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": 0.5, "z": [0, 1]}
     hist = {s: pd.DataFrame({"epoch": [1, 2, 3], "val_macro_f1": v})
             for s, v in {"scratch": [.2, .3, .5], "twice": [.4, .5, .55]}.items()}
-    evaluation.plot_learning_curves(hist, "val_macro_f1", tmp_path / "lc.png")
+    plot_learning_curves(hist, "val_macro_f1", tmp_path / "lc.png")
     assert (tmp_path / "lc.png").stat().st_size > 1000
     with pytest.raises(KeyError, match="val_auc"):
-        evaluation.plot_learning_curves(hist, "val_auc")
+        plot_learning_curves(hist, "val_auc")

@@ -8,11 +8,12 @@ API (stable; ``from cxrlib import experiment; experiment.run_stage(...)``):
   ``run_target_stage(strategy, manifest, stage_dir, fold=None, source_dir=None,
   keep_neurons=None, **config)`` (:mod:`~cxrlib.experiment.wrappers`)
 - ``cross_validate(config, out_dir, k=5, folds=None) -> DataFrame`` (:mod:`~cxrlib.experiment.kfold`)
-- ``run_strategies(strategies, target_config, source_config, out_dir, cv=True)``,
-  ``compare_strategies(run_dirs, out_dir)`` (:mod:`~cxrlib.experiment.strategies`)
+- ``compare_strategies(run_dirs, out_dir)`` (:mod:`~cxrlib.experiment.strategies`); several
+  strategies on the same data run through the plan of ``cxr run`` (:mod:`cxrlib.report.plan`,
+  strategies from the registry :mod:`cxrlib.strategies`)
 - ``load_stage(stage_dir) -> (model, config, metrics)``
 - ``resolve_config``, ``STAGE_DEFAULTS`` (:mod:`~cxrlib.experiment.config`: every key
-  documented), ``VARIANTS``, ``StageIncomplete``
+  documented), ``StageIncomplete``
 - row selection and splits (``prepare_frame``, ``split_frame``, ``oversample``) live in
   :mod:`cxrlib.data.selection` and are re-exported here.
 
@@ -33,11 +34,11 @@ from cxrlib.data.selection import NORMAL_DISEASE, oversample, prepare_frame, spl
 from cxrlib.experiment.config import STAGE_DEFAULTS, resolve_config
 from cxrlib.experiment.kfold import cross_validate
 from cxrlib.experiment.stage import StageIncomplete, load_stage, run_stage
-from cxrlib.experiment.strategies import VARIANTS, compare_strategies, run_strategies
+from cxrlib.experiment.strategies import compare_strategies
 from cxrlib.experiment.wrappers import run_source_stage, run_target_stage
 
 __all__ = [
-    "NORMAL_DISEASE", "STAGE_DEFAULTS", "VARIANTS", "StageIncomplete", "compare_strategies",
+    "NORMAL_DISEASE", "STAGE_DEFAULTS", "StageIncomplete", "compare_strategies",
     "cross_validate", "load_stage", "oversample", "prepare_frame", "resolve_config", "run_source_stage",
-    "run_stage", "run_strategies", "run_target_stage", "split_frame", "stage_classes",
+    "run_stage", "run_target_stage", "split_frame", "stage_classes",
 ]

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from cxrlib import evaluation
+from cxrlib.comparison import aggregate_folds, stack
 from cxrlib.data import manifest as mf
 from cxrlib.data.taxonomy import is_multilabel
 from cxrlib.experiment.config import resolve_config
@@ -70,15 +71,14 @@ def cross_validate(config: Mapping[str, Any], out_dir: str | os.PathLike, k: int
         m = run_stage({**dict(config), "manifest": manifest, "root": cfg["root"], "fold": int(f)}, fold_dir,
                       overwrite=overwrite)
         rows.append({"fold": int(f), **evaluation.scalar_metrics(m["test"]), "best_epoch": m["best_epoch"]})
-        p = pd.read_csv(fold_dir / "predictions.csv", keep_default_na=False)
-        preds.append(p.assign(fold=int(f)))
-        hists.append(pd.read_csv(fold_dir / "history.csv").assign(fold=int(f)))
+        preds.append(({"fold": int(f)}, pd.read_csv(fold_dir / "predictions.csv", keep_default_na=False)))
+        hists.append(({"fold": int(f)}, pd.read_csv(fold_dir / "history.csv")))
     wide = pd.DataFrame(rows)
     write_csv(out / "cv_metrics.csv", wide)
-    summary = evaluation.aggregate_folds(wide.drop(columns=["best_epoch"]))
+    summary = aggregate_folds(wide.drop(columns=["best_epoch"]))
     write_csv(out / "cv_summary.csv", summary)
-    write_csv(out / "predictions_all.csv", pd.concat(preds, ignore_index=True))
-    write_csv(out / "history_all.csv", pd.concat(hists, ignore_index=True))
+    write_csv(out / "predictions_all.csv", stack(preds))
+    write_csv(out / "history_all.csv", stack(hists))
     write_json(out / "cv_summary.json",
                {"k": k, "folds": [int(r["fold"]) for r in rows], "strategy": cfg["strategy"],
                 "task": cfg["task"], "manifest": manifest,

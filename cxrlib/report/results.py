@@ -5,7 +5,8 @@ Tables written by the summary notebook into its stage folder ``<run>/stages/06_s
 
 ``metrics.csv``           one row per (stage, strategy, fold, metric, value): the test-split
                           scalars of each transfer stage's ``metrics.json``
-``summary.csv``           strategy, metric, mean, std (sample std over folds, ddof=1), n
+``summary.csv``           strategy, metric, mean, std (sample std over folds, ddof=1), n, min, max,
+                          text (:func:`cxrlib.comparison.summarize`)
 ``paper_comparison.csv``  one row per published claim: the paper's figure and this run's,
                           with the data it was measured on and whether that is the paper's data
 """
@@ -21,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from cxrlib.comparison import paired_mcnemar, stack, summarize  # noqa: F401  (summarize re-exported)
 from cxrlib.io import write_csv
 from cxrlib.report.plan import build_plan
 
@@ -77,22 +79,6 @@ def collect_metrics(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.Da
             rows.append({"stage": stage.id, "strategy": stage.params["strategy"],
                          "fold": int(stage.params["fold"]), "metric": metric, "value": value})
     return pd.DataFrame(rows, columns=["stage", "strategy", "fold", "metric", "value"])
-
-
-def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; NaN for one fold) and count per strategy and metric.
-
-    Args:
-        metrics: output of :func:`collect_metrics`.
-    """
-    if metrics.empty:
-        return pd.DataFrame(columns=["strategy", "metric", "mean", "std", "n"])
-    order = {s: i for i, s in enumerate(dict.fromkeys(metrics["strategy"]))}
-    g = metrics.groupby(["strategy", "metric"], sort=False)["value"]
-    out = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
-                n="count").reset_index()
-    out["_o"] = out["strategy"].map(order)
-    return out.sort_values(["_o", "metric"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
 def data_description(cfg: Mapping[str, Any]) -> tuple[str, bool]:
@@ -207,20 +193,17 @@ def _transfer_stages(cfg: Mapping[str, Any]):
 
 def gather_histories(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Every transfer stage's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns."""
-    frames = []
-    for s in _transfer_stages(cfg):
-        h = pd.read_csv(Path(run_dir) / "stages" / s.id / "history.csv")
-        frames.append(h.assign(strategy=s.params["strategy"], fold=int(s.params["fold"])))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return stack(({"strategy": s.params["strategy"], "fold": int(s.params["fold"])},
+                  pd.read_csv(Path(run_dir) / "stages" / s.id / "history.csv")) for s in _transfer_stages(cfg))
 
 
 def gather_predictions(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """Per strategy: the test predictions of all its folds stacked (out-of-fold predictions)."""
-    out: dict[str, list[pd.DataFrame]] = {}
+    out: dict[str, list] = {}
     for s in _transfer_stages(cfg):
         p = pd.read_csv(Path(run_dir) / "stages" / s.id / "predictions.csv", keep_default_na=False)
-        out.setdefault(s.params["strategy"], []).append(p.assign(fold=int(s.params["fold"])))
-    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+        out.setdefault(s.params["strategy"], []).append(({"fold": int(s.params["fold"])}, p))
+    return {k: stack(v) for k, v in out.items()}
 
 
 def pooled_confusion(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -235,24 +218,5 @@ def pooled_confusion(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict
 
 
 def paired_tests(predictions: Mapping[str, pd.DataFrame], classes) -> pd.DataFrame:
-    """Exact McNemar test for every pair of strategies on the images both predicted.
-
-    Args:
-        predictions: output of :func:`gather_predictions` (matched on ``path``).
-        classes: class names (order of the ``prob_`` columns).
-    """
-    from itertools import combinations
-
-    from cxrlib.evaluation import mcnemar
-
-    idx = {c: i for i, c in enumerate(classes)}
-    rows = []
-    for a, b in combinations(predictions, 2):
-        j = predictions[a].merge(predictions[b], on="path", suffixes=("_a", "_b"))
-        if len(j) == 0:
-            rows.append({"a": a, "b": b, "n": 0, "p_value": math.nan})
-            continue
-        r = mcnemar(j["label_a"].map(idx).to_numpy(), j["pred_a"].map(idx).to_numpy(),
-                    j["pred_b"].map(idx).to_numpy())
-        rows.append({"a": a, "b": b, **r})
-    return pd.DataFrame(rows)
+    """Exact McNemar test for every pair of strategies: :func:`cxrlib.comparison.paired_mcnemar`."""
+    return paired_mcnemar(predictions, classes)
