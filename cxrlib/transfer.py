@@ -1,6 +1,8 @@
 """Transfer strategies of both papers, head replacement, output neuron keeping, freezing.
 
-Strategies (``STRATEGIES``), each a chain of stages; every stage is a directory with
+Transfer methods (``STRATEGIES`` = :data:`cxrlib.strategies.TRANSFER_METHODS`; the named
+strategies experiments use, e.g. ``twice_onk``, are the registry :mod:`cxrlib.strategies`),
+each a chain of stages; every stage is a directory with
 ``model.h5``, ``config.json``, ``history.csv``, ``metrics.json``, ``predictions.csv``
 (written by :mod:`cxrlib.experiment`), and a later stage loads the earlier stage's
 ``model.h5``, so stages can run in separate processes and be resumed:
@@ -46,16 +48,11 @@ import numpy as np
 from tensorflow import keras
 
 from cxrlib import models
+from cxrlib.strategies import SOURCE_METHODS, TRANSFER_METHODS, check_method
 
-STRATEGIES: dict[str, str] = {
-    "scratch": "random initialisation, trained on the target task",
-    "imagenet": "ImageNet weights, fine-tuned on the target task (paper B common transfer)",
-    "domain_extension": "source stage on NIH-style chest X-rays, head replaced, fine-tuned "
-                        "(paper A DETL)",
-    "twice": "ImageNet -> NIH 14 findings (sigmoid) -> target (paper B twice transfer)",
-}
-# Strategies whose target stage starts from a source stage's model.h5.
-SOURCE_STRATEGIES: tuple[str, ...] = ("domain_extension", "twice")
+# The transfer methods init_model knows (the registry of named strategies is cxrlib.strategies).
+STRATEGIES = TRANSFER_METHODS
+SOURCE_STRATEGIES = SOURCE_METHODS
 
 # Default output-neuron-keeping maps (source NIH finding -> target class), per target task.
 DEFAULT_KEEP_NEURONS: dict[str, dict[str, str]] = {
@@ -66,10 +63,8 @@ DEFAULT_KEEP_NEURONS: dict[str, dict[str, str]] = {
 
 
 def check_strategy(strategy: str) -> str:
-    """Return ``strategy`` or raise a ValueError listing the known strategies."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    return strategy
+    """Return ``strategy`` (a transfer method of :mod:`cxrlib.strategies`) or raise a ValueError."""
+    return check_method(strategy)
 
 
 def replace_head(model: keras.Model, n_outputs: int, activation: str = "softmax",

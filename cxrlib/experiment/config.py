@@ -3,7 +3,7 @@
 Config keys (``STAGE_DEFAULTS``): ``task`` (``paper_a``, ``paper_b``, ``paper_b_viral``,
 ``nih14``/``source`` multi-label, or ``normal_disease``: NIH findings grouped into
 normal = ``No Finding``/empty vs disease), ``manifest`` (CSV path), ``root`` (data root; default
-the manifest's folder), ``strategy`` (a key of :data:`cxrlib.transfer.STRATEGIES`),
+the manifest's folder), ``strategy`` (a transfer method of :mod:`cxrlib.strategies`),
 ``source_dir``, ``keep_neurons`` (dict, ``"default"`` =
 ``cxrlib.transfer.DEFAULT_KEEP_NEURONS[task]``, or None), ``fold`` (test fold of a k-fold
 manifest, None or -1 for a hold-out split; the validation set for early stopping is then carved
@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from cxrlib import models, training, transfer
 from cxrlib.data.taxonomy import is_multilabel, normalize_task
+from cxrlib.strategies import check_method
 
 STAGE_DEFAULTS: dict[str, Any] = {
     "name": None,
@@ -87,7 +88,7 @@ def resolve_config(config: Mapping[str, Any] | None = None, **overrides) -> dict
                          "normal_disease): the output classes cannot be guessed from the labels")
     if cfg["task"] != "normal_disease":
         cfg["task"] = normalize_task(cfg["task"])
-    transfer.check_strategy(cfg["strategy"])
+    check_method(cfg["strategy"])
     if cfg["backbone"] not in models.BACKBONES:
         raise ValueError(f"unknown backbone {cfg['backbone']!r}; choose one of {models.BACKBONES}")
     if cfg["source_dir"]:

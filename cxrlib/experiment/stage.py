@@ -36,6 +36,7 @@ import pandas as pd
 from cxrlib import evaluation, models, training, transfer
 from cxrlib.data.selection import oversample, prepare_frame, split_frame, stage_classes
 from cxrlib.experiment.config import resolve_config
+from cxrlib.strategies import SOURCE_METHODS
 from cxrlib.io import read_json, to_jsonable, write_csv, write_json
 
 
@@ -110,7 +111,7 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
     train_ds, val_ds, test_ds, cw = _datasets(parts, cfg, classes, multi_label)
 
     source_classes = None
-    if cfg["strategy"] in transfer.SOURCE_STRATEGIES:
+    if cfg["strategy"] in SOURCE_METHODS:
         if not cfg["source_dir"]:
             raise ValueError(f"strategy {cfg['strategy']!r} needs source_dir (a finished source stage)")
         _, src_cfg, _ = load_stage(cfg["source_dir"], model=False)

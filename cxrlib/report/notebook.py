@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from cxrlib.io import atomic_path, write_csv
+from cxrlib.strategies import resolve as resolve_strategy
 from cxrlib.report.config import load_experiment
 from cxrlib.report.layout import register_figure
 from cxrlib.report.plan import Stage, build_plan
@@ -58,6 +59,7 @@ class StageContext:
         """Options for a cxrlib.experiment stage runner: ``stage`` + ``<section>`` (+ strategy).
 
         ``train`` mappings are merged key by key (a strategy can change only its schedule);
+        a strategy's options start from its entry in :mod:`cxrlib.strategies`;
         keys that only the orchestration reads (``task``, ``init``, ``strategy``) are left out.
 
         Args:
@@ -67,8 +69,8 @@ class StageContext:
         from cxrlib.report.config import deep_merge
 
         opts = deep_merge(self.cfg.get("stage") or {}, self.cfg.get(section) or {})
-        if strategy is not None:
-            opts = deep_merge(opts, self.cfg["strategies"].get(strategy) or {})
+        if strategy is not None:  # the registry's defaults (cxrlib.strategies), then the YAML's
+            opts = deep_merge(opts, resolve_strategy(strategy, self.cfg["strategies"].get(strategy)))
         for key in ("task", "init", "strategy", "exclude_target_patients"):
             opts.pop(key, None)
         return opts

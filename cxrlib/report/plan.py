@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from cxrlib import strategies as registry
+
 # Transfer methods whose starting point is the model trained by 02_source_pretraining.
-SOURCE_METHODS: frozenset[str] = frozenset({"domain_extension", "twice"})
+SOURCE_METHODS: frozenset[str] = frozenset(registry.SOURCE_METHODS)
 
 NOTEBOOKS: dict[str, str] = {
     "data": "01_data.ipynb",
@@ -55,18 +57,18 @@ class Stage:
 
 
 def strategy_method(name: str, options: Mapping[str, Any] | None) -> str:
-    """The transfer method of a strategy: its ``strategy`` option, else its name.
+    """The transfer method of a strategy (:func:`cxrlib.strategies.method_of`).
 
     Args:
         name: strategy name as written in the config (``twice_onk``).
         options: the strategy's options (``{"strategy": "twice", "keep_neurons": "default"}``).
     """
-    return str((options or {}).get("strategy", name))
+    return registry.method_of(name, options)
 
 
 def uses_source(name: str, options: Mapping[str, Any] | None) -> bool:
     """True when the strategy starts from the source-pretrained model."""
-    return strategy_method(name, options) in SOURCE_METHODS
+    return registry.uses_source(name, options)
 
 
 def fold_ids(cfg: Mapping[str, Any]) -> list[int]:
