@@ -75,19 +75,23 @@ def check_method(method: str) -> str:
 def resolve(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Options of strategy ``name`` as an experiment uses it: registry defaults, then ``options``.
 
-    A name outside the registry is allowed when ``options`` give its ``strategy`` (a transfer
-    method), e.g. ``my_variant: {strategy: twice, train: {...}}``.
+    A name outside the registry takes its transfer method from ``options["strategy"]``
+    (default: the name itself), e.g. ``my_variant: {strategy: twice, train: {...}}``;
+    :func:`check` says whether the result is a known method.
 
     Returns:
         The options with ``strategy`` (the transfer method) always set.
-
-    Raises:
-        ValueError: neither a registry name nor options naming a known transfer method.
     """
     entry = STRATEGIES.get(name)
     out: dict[str, Any] = dict(entry.options) if entry else {}
     out["strategy"] = entry.strategy if entry else name
     out.update(dict(options or {}))
+    return out
+
+
+def check(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`resolve`, raising a ValueError when the strategy names no known transfer method."""
+    out = resolve(name, options)
     if out["strategy"] not in TRANSFER_METHODS:
         raise ValueError(f"strategy {name!r}: unknown; use a registered name ({', '.join(STRATEGIES)}) "
                          f"or give `strategy:` one of {', '.join(TRANSFER_METHODS)}")

@@ -16,7 +16,7 @@ def test_registry_entries_resolve_with_yaml_options_on_top():
     assert strategies.source_of("domain_extension") == {"task": "normal_disease", "init": "scratch"}
     assert strategies.source_of("scratch") is None
     with pytest.raises(ValueError, match="unknown"):
-        strategies.resolve("no_such_strategy")
+        strategies.check("no_such_strategy")
 
 
 def test_a_new_registry_entry_is_all_the_plan_needs(monkeypatch):

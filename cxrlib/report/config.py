@@ -152,13 +152,13 @@ def validate_experiment(cfg: Mapping[str, Any], name: str = "config") -> None:
     strategies = cfg["strategies"]
     if not isinstance(strategies, Mapping) or not strategies:
         raise ConfigError(f"{name}: strategies must be a non-empty mapping name -> options")
-    from cxrlib.strategies import resolve
+    from cxrlib.strategies import check
 
     for sname, opts in strategies.items():
         if opts is not None and not isinstance(opts, Mapping):
             raise ConfigError(f"{name}: strategies.{sname} must be a mapping of options")
         try:
-            resolve(str(sname), opts)
+            check(str(sname), opts)
         except ValueError as exc:
             raise ConfigError(f"{name}: strategies.{sname}: {exc}") from exc
 
