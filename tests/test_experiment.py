@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cxrlib import experiment, models
+from cxrlib.data.manifest import ManifestError
 from cxrlib.data.manifest import write_manifest
 from cxrlib.data.taxonomy import NIH_FINDINGS
 
@@ -57,9 +58,10 @@ def test_source_then_twice_with_neuron_keeping(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setitem(experiment.STAGE_DEFAULTS, "backbone", "compact_densenet")
     src_dir = tmp_path / "source"
-    # compact_densenet has no ImageNet weights: the first step of 'twice' starts from scratch
+    # compact_densenet has no ImageNet weights: with imagenet_fallback the first step of 'twice'
+    # starts from scratch (without it the stage fails first: test_imagenet_without_weights_fails_first)
     m = experiment.run_source_stage(tiny / "source.csv", src_dir, source_task="nih14", init="imagenet",
-                                    **COMMON)
+                                    imagenet_fallback=True, **COMMON)
     assert m["init"]["init"] == "scratch (imagenet unavailable)"
     assert "macro_auroc" in m["test"] and set(m["test"]["per_class"]) == set(NIH_FINDINGS)
     for name in ("model.h5", "history.csv", "config.json", "metrics.json", "predictions.csv"):
@@ -198,3 +200,16 @@ def test_oversample_balances_classes():
     assert out["label"].value_counts().to_dict() == {"a": 5, "b": 5}
     assert set(out["path"]) == set(df["path"])  # only repeats, nothing new, nothing lost
     pd.testing.assert_frame_equal(out, experiment.oversample(df, seed=0))
+
+
+def test_imagenet_without_weights_fails_first_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    missing = tmp_path / "not_read.csv"  # never read: the check comes before any data
+    with pytest.raises(models.ImageNetWeightsUnavailable, match=r"keras.models.densenet121_weights"):
+        experiment.run_source_stage(missing, tmp_path / "src", source_task="nih14", init="imagenet",
+                                    backbone="densenet121")
+    assert not (tmp_path / "src" / "config.json").exists()
+    with pytest.raises(ManifestError, match="not_read.csv"):  # with the fallback it goes on (to the data)
+        experiment.run_source_stage(missing, tmp_path / "src2", source_task="nih14", init="imagenet",
+                                    backbone="densenet121", imagenet_fallback=True)

@@ -63,6 +63,18 @@ def _datasets(parts: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any], classes
     return train, val, test, weights
 
 
+def check_initialisation(cfg: Mapping[str, Any]) -> None:
+    """Fail before any data is read when a stage asks for ImageNet weights it cannot get.
+
+    Honest initialisation: strategy ``imagenet`` (also the first step of ``twice``) without the
+    keras.applications weights file raises :class:`cxrlib.models.ImageNetWeightsUnavailable`
+    naming the file to place, unless the config says ``imagenet_fallback: true`` (then the
+    stage starts from scratch and records it in ``init``).
+    """
+    if cfg["strategy"] == "imagenet" and not cfg["imagenet_fallback"]:
+        models._check_imagenet_available(cfg["backbone"])  # the error names the file and the fix
+
+
 def load_stage(stage_dir: str | os.PathLike, model: bool = True):
     """(model or None, config.json, metrics.json) of a finished stage.
 
@@ -102,6 +114,7 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
     for stale in ("metrics.json",):
         (out / stale).unlink(missing_ok=True)
 
+    check_initialisation(cfg)
     classes, multi_label = stage_classes(cfg["task"])
     df, excluded = prepare_frame(cfg)
     parts, split_desc = split_frame(df, cfg)

@@ -24,15 +24,17 @@ def run_source_stage(manifest: str | os.PathLike, stage_dir: str | os.PathLike,
         stage_dir: output directory.
         source_task: ``"nih14"`` (14 sigmoid outputs, paper B) or ``"normal_disease"``
             (paper A's normal/disease grouping, softmax).
-        init: ``"imagenet"`` (falls back to scratch when the weights are unavailable; the
-            stage's config.json/metrics.json ``init`` records it) or ``"scratch"``.
+        init: ``"imagenet"`` or ``"scratch"``. Without the ImageNet weights file an
+            ``imagenet`` source stage fails before reading any data, naming the file to place,
+            unless ``imagenet_fallback=True`` is passed: it then starts from scratch and its
+            config.json/metrics.json ``init`` records it.
         overwrite: see :func:`run_stage`.
         **config: more stage options (backbone, image_size, train, exclude_patients_of, ...).
     """
     if init not in ("imagenet", "scratch"):
         raise ValueError(f"source init must be 'imagenet' or 'scratch', got {init!r}")
     config = {**config, "manifest": manifest, "task": source_task, "strategy": init, "name": "source",
-              "keep_neurons": None, "source_dir": None, "positive": None, "imagenet_fallback": True}
+              "keep_neurons": None, "source_dir": None, "positive": None}
     config.pop("fold", None)
     return run_stage(config, stage_dir, overwrite=overwrite)
 

@@ -20,7 +20,7 @@ import yaml
 from cxrlib.io import write_text
 from cxrlib.report.locate import shown_path
 from cxrlib.report.layout import read_figures, read_run
-from cxrlib.report.results import RESULTS_STAGE, format_mean_std, read_results
+from cxrlib.report.results import RESULTS_STAGE, format_mean_std, init_chains, read_results
 
 # Columns of summary.csv shown in the strategy table, in this order when present.
 SUMMARY_METRICS: tuple[str, ...] = (
@@ -77,11 +77,12 @@ is not a replication of that figure, only of the method.</p>
 
 <h2>Strategies on this run</h2>
 {% if summary_rows %}
-<table id="strategy-summary"><tr><th>strategy</th>{% for m in summary_metrics %}<th>{{ m }}</th>{% endfor %}<th>n</th></tr>
+<table id="strategy-summary"><tr><th>strategy</th>{% for m in summary_metrics %}<th>{{ m }}</th>{% endfor %}<th>n</th><th>initialisation</th></tr>
 {% for row in summary_rows %}<tr><td>{{ row.strategy }}</td>
 {% for c in row.cells %}<td class="num" data-metric="{{ c.metric }}" data-value="{{ c.mean }}" data-std="{{ c.std }}">{{ c.text }}</td>{% endfor %}
-<td class="num">{{ row.n }}</td></tr>{% endfor %}</table>
+<td class="num">{{ row.n }}</td><td class="init" data-col="initialisation">{{ row.init }}</td></tr>{% endfor %}</table>
 <p class="meta">mean ± sample standard deviation over folds (hold-out: one test set, no std).
+Initialisation: what each strategy actually started from, read from its stages' config.json.
 Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {% endfor %}</p>
 {% else %}<p>No results yet.</p>{% endif %}
 
@@ -177,6 +178,12 @@ def render_index(run_dir: str | os.PathLike) -> str:
             comparison.append(r)
 
     summary_rows, summary_metrics = [], []
+    chains = {}
+    if cfg.get("strategies") and cfg.get("split"):
+        try:
+            chains = dict(init_chains(run_dir, cfg).itertuples(index=False))
+        except (KeyError, ValueError, TypeError):  # a config the plan cannot read: no chains
+            chains = {}
     if "summary" in tables and not tables["summary"].empty:
         s = tables["summary"]
         summary_metrics = [m for m in SUMMARY_METRICS if m in set(s["metric"])]
@@ -187,7 +194,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
                      if m in sub.index else {"metric": m, "mean": "", "std": "", "text": "–"}
                      for m in summary_metrics]
             n = int(sub["n"].max()) if len(sub) else 0
-            summary_rows.append({"strategy": strategy, "cells": cells, "n": n})
+            summary_rows.append({"strategy": strategy, "cells": cells, "n": n, "init": chains.get(strategy, "")})
 
     failure = None
     if info.get("status") == "failed" and info.get("failed_stage"):

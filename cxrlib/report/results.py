@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.comparison import paired_mcnemar, stack, summarize  # noqa: F401  (summarize re-exported)
-from cxrlib.io import write_csv
+from cxrlib.io import read_json, write_csv
 from cxrlib.report.plan import build_plan
 
 RESULTS_STAGE = "06_summary"
@@ -220,3 +220,42 @@ def pooled_confusion(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict
 def paired_tests(predictions: Mapping[str, pd.DataFrame], classes) -> pd.DataFrame:
     """Exact McNemar test for every pair of strategies: :func:`cxrlib.comparison.paired_mcnemar`."""
     return paired_mcnemar(predictions, classes)
+
+
+# --------------------------------------------------------------------------- initialisation
+def _start(init: Mapping[str, Any]) -> str:
+    label = str(init.get("init", "?"))
+    if label.startswith("scratch (imagenet unavailable)"):
+        return "scratch (ImageNet unavailable)"
+    return label
+
+
+def init_chain(stage_dir: str | os.PathLike, _depth: int = 0) -> str:
+    """What a stage actually started from, read from its ``config.json`` (and its source's).
+
+    ``imagenet -> nih14 -> target``, ``scratch (ImageNet unavailable) -> nih14 -> target``,
+    ``scratch -> normal_disease -> target``, ``scratch -> target`` ...; ``?`` where a
+    ``config.json`` is missing (stage not run).
+    """
+    rec = read_json(Path(stage_dir) / "config.json", default=None)
+    if not rec or "init" not in rec or _depth > 3:
+        return "?"
+    init, cfg = rec["init"], rec.get("config", {})
+    if str(init.get("init", "")).startswith("source:"):
+        return f"{init_chain(cfg.get('source_dir') or '', _depth + 1)} -> target"
+    if cfg.get("name") == "source":
+        return f"{_start(init)} -> {cfg.get('task', '?')}"
+    return f"{_start(init)} -> target"
+
+
+def init_chains(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per strategy: its initialisation chain (:func:`init_chain` of its transfer stages;
+    several distinct chains over folds are joined with `` | ``)."""
+    chains: dict[str, list[str]] = {}
+    for s in _transfer_stages(cfg):
+        chain = init_chain(Path(run_dir) / "stages" / s.id)
+        got = chains.setdefault(s.params["strategy"], [])
+        if chain not in got:
+            got.append(chain)
+    return pd.DataFrame([{"strategy": k, "initialisation": " | ".join(v)} for k, v in chains.items()],
+                        columns=["strategy", "initialisation"])

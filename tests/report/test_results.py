@@ -90,3 +90,25 @@ def test_progress_estimates_remaining_from_measured_rate():
     p.stage_finished("b", "B", seconds=0.0, status="skipped")
     assert p.remaining() == 0.0
     assert format_seconds(75.3) == "1:15" and format_seconds(3725) == "1:02:05" and format_seconds(None) == "?"
+
+
+def test_init_chain_read_from_the_stages_config_json(tmp_path: Path):
+    from cxrlib.io import write_json
+    from cxrlib.report.results import init_chain, init_chains
+
+    src = tmp_path / "stages" / "02_source_pretraining"
+    write_json(src / "config.json", {"config": {"name": "source", "task": "nih14"},
+                                     "init": {"init": "scratch (imagenet unavailable)"}})
+    cfg = {"name": "t", "task": "paper_b", "data": {"kind": "phantoms"}, "split": {"kind": "holdout"},
+           "strategies": {"scratch": {}, "twice_onk": {}, "imagenet": {}}}
+    stages = tmp_path / "stages"
+    write_json(stages / "03_transfer-twice_onk-holdout" / "config.json",
+               {"config": {"name": "twice_onk", "source_dir": str(src)}, "init": {"init": f"source:{src}/model.h5"}})
+    write_json(stages / "03_transfer-scratch-holdout" / "config.json",
+               {"config": {"name": "scratch"}, "init": {"init": "scratch"}})
+    assert init_chain(stages / "03_transfer-twice_onk-holdout") == \
+        "scratch (ImageNet unavailable) -> nih14 -> target"
+    write_json(src / "config.json", {"config": {"name": "source", "task": "nih14"}, "init": {"init": "imagenet"}})
+    chains = dict(init_chains(tmp_path, cfg).itertuples(index=False))
+    assert chains == {"scratch": "scratch -> target", "twice_onk": "imagenet -> nih14 -> target",
+                      "imagenet": "?"}  # the imagenet stage did not run
