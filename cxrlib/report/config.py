@@ -93,14 +93,16 @@ def load_experiment(
     Args:
         path: the experiment YAML file.
         smoke: merge :data:`DEFAULT_SMOKE` and then the file's ``smoke:`` block over the config.
-        overrides: dotted keys -> values (``{"transfer.epochs": 2}``), applied last.
+        overrides: dotted keys -> values (``{"transfer.train.epochs": 2}``), applied last, each
+            checked first by :func:`cxrlib.report.overrides.check_override`.
 
     Returns:
         The resolved config, with ``smoke`` (bool) and ``config_file`` (absolute path) set and
         the ``smoke:`` block removed.
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or lacks a required key.
+        ConfigError: the file is missing, is not YAML, lacks a required key, or an override
+            names an unknown key or a value of the wrong kind.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,8 +117,15 @@ def load_experiment(
     cfg = raw
     if smoke:
         cfg = deep_merge(deep_merge(cfg, DEFAULT_SMOKE), smoke_block)
+    from cxrlib.report.overrides import OverrideError, check_override
+
     for dotted, value in (overrides or {}).items():
-        set_dotted(cfg, dotted, value)
+        parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        try:
+            check_override(cfg, dotted, parsed, str(path))  # before anything runs, naming the key
+        except OverrideError as exc:
+            raise ConfigError(str(exc)) from None
+        set_dotted(cfg, dotted, parsed)
     cfg["smoke"] = bool(smoke)
     cfg["config_file"] = str(path.resolve())
     validate_experiment(cfg, str(path))

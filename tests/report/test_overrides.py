@@ -1,0 +1,41 @@
+"""--set overrides are checked against the experiment schema before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxrlib.report.config import ConfigError, load_experiment
+from cxrlib.report.locate import packaged_experiments_dir
+
+PAPER_B = packaged_experiments_dir() / "paper_b.yaml"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("nonexistent.key", "1", r"nonexistent\.key.*no key 'nonexistent' under the top level"),
+    ("stage.image_size", "-5", r"stage\.image_size.*must be > 0"),
+    ("transfer.train.epochs", "abc", r"transfer\.train\.epochs.*expected integer, got text"),
+    ("split.k", "2.5", r"split\.k.*expected integer"),
+    ("transfer.train.epoch", "3", r"no key 'epoch'"),
+    ("stage.imagesize", "32", r"no key 'imagesize'"),
+    ("data.kind.x", "1", r"data\.kind is a text"),
+])
+def test_bad_overrides_are_rejected_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(PAPER_B, smoke=True, overrides={key: value})
+
+
+def test_good_overrides_including_schema_keys_not_in_the_file():
+    cfg = load_experiment(PAPER_B, smoke=True, overrides={
+        "transfer.train.epochs": "3", "stage.image_size": "48", "transfer.train.plateau_patience": "4",
+        "source.max_images": "100", "strategies.twice.train.lr": "0.01", "transfer.train.lr_schedule": "null"})
+    assert cfg["transfer"]["train"]["epochs"] == 3 and cfg["stage"]["image_size"] == 48
+    assert cfg["transfer"]["train"]["plateau_patience"] == 4 and cfg["source"]["max_images"] == 100
+    assert cfg["strategies"]["twice"]["train"]["lr"] == 0.01
+
+
+def test_cli_rejects_before_running(tmp_path, capsys):
+    from cxrlib.cli import main
+
+    code = main(["run", "paper_b", "--smoke", "--out", str(tmp_path), "--set", "stage.image_size=-5"])
+    assert code == 2 and "stage.image_size" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder was made
