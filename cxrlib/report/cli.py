@@ -29,15 +29,24 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
 
 def _run_one(experiment: str, args: argparse.Namespace) -> int:
     from cxrlib.report.config import ConfigError
-    from cxrlib.report.runner import RunFailed, run_experiment
+    from cxrlib.report.runner import RunFailed, RunInterrupted, run_experiment
 
     try:
         result = run_experiment(
-            resolve_experiment(experiment, getattr(args, "experiments_dir", None)), out=args.out, data_root=getattr(args, "data", None),
+            resolve_experiment(experiment, getattr(args, "experiments_dir", None)), out=args.out,
+            data_root=getattr(args, "data", None),
             smoke=args.smoke, force=args.force, run_id=getattr(args, "run_id", None),
             overrides=_parse_sets(getattr(args, "set", None)), only=getattr(args, "only", None),
             jobs=args.jobs,
         )
+    except RunInterrupted as exc:
+        stopped = f" (stopped: {', '.join(exc.stopped)})" if exc.stopped else ""
+        print(f"\ncxr run: interrupted{stopped}; finished stages are kept, run the same command "
+              f"again to resume {exc.run_dir}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ncxr run: interrupted", file=sys.stderr)
+        return 130
     except RunFailed as exc:
         print(f"\nRUN FAILED: {exc}\nreport: {exc.run_dir / 'index.html'}", file=sys.stderr)
         return 1

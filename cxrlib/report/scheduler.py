@@ -147,16 +147,17 @@ class Scheduler:
 
     def interrupt(self) -> list[str]:
         """Stop running notebooks; record them (and the run) as interrupted. Returns their ids."""
-        stopped = [stage for stage, _ in self.running.values()]
+        stopped = [(stage, t0) for stage, t0 in self.running.values()]
         stop_processes(list(self.processes.values()))
-        for stage in stopped:
+        for stage, t0 in stopped:
+            self.progress.stage_finished(stage.id, stage.label, time.monotonic() - t0, status="interrupted")
             rec = self.record(stage)
             rec.update(status="interrupted", finished=layout.now_iso())
             layout.write_stage(layout.stage_dir(self.run_dir, stage.id),
                                {"hash": self.hashes[stage.id], "status": "interrupted"})
         self.info.update(status="interrupted", updated=layout.now_iso())
         self.save()
-        return [s.id for s in stopped]
+        return [s.id for s, _ in stopped]
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
