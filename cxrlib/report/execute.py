@@ -2,7 +2,9 @@
 
 papermill runs as ``python -m papermill`` so stages can run side by side and can be stopped
 (Ctrl-C: :func:`stop_processes`); the kernel's own log lines (TensorFlow start-up messages)
-go to ``notebooks/<stage>.log``, not the terminal. The executed notebook is saved after every
+go to ``notebooks/<stage>.log``, not the terminal; the kernel's warnings, logging and stderr go
+to ``notebooks/<stage>.stderr.log``, not into the rendered notebook
+(:mod:`cxrlib.report.kernel_setup`). The executed notebook is saved after every
 cell, so a failure keeps the partially executed notebook (and its HTML).
 """
 
@@ -122,6 +124,19 @@ def kernel_env() -> dict[str, str]:
     return env
 
 
+STARTUP = "from cxrlib.report.kernel_setup import route_noise\nroute_noise()\n"
+
+
+def ipython_dir(run_dir: Path) -> Path:
+    """The IPython folder of a run's kernels: its startup file routes library noise to the
+    stage log (:mod:`cxrlib.report.kernel_setup`) instead of the rendered notebook."""
+    folder = Path(run_dir) / "notebooks" / ".ipython"
+    startup = folder / "profile_default" / "startup" / "00-cxrlib.py"
+    if not startup.is_file() or startup.read_text() != STARTUP:
+        write_text(startup, STARTUP)
+    return folder
+
+
 def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any], notebooks_dir: Path,
                   kernel_name: str = KERNEL_NAME,
                   processes: MutableMapping[str, subprocess.Popen] | None = None) -> Path:
@@ -151,10 +166,11 @@ def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any], notebo
     cmd = [sys.executable, "-m", "papermill", str(source), str(out_nb), "-f", str(param_file),
            "-k", kernel_name, "--cwd", str(notebooks_dir), "--no-progress-bar",
            "--request-save-on-cell-execute"]
+    env = kernel_env()
+    env.update(IPYTHONDIR=str(ipython_dir(run_dir)), CXR_STAGE_LOG=str(out_nb.with_suffix(".stderr.log")))
     with open(log, "w", encoding="utf-8") as f:
         # own session: a terminal's Ctrl-C reaches only cxr, which then stops the stages in order
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=kernel_env(),
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if processes is not None:
             processes[stage.id] = proc
         try:

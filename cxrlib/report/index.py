@@ -93,10 +93,11 @@ Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {
 {% endfor %}</div>{% else %}<p>No figures yet.</p>{% endif %}
 
 <h2>Notebooks</h2>
-<table id="notebooks"><tr><th>#</th><th>stage</th><th>what it does</th><th>status</th><th>seconds</th><th>rendered</th><th>executed notebook</th></tr>
+<table id="notebooks"><tr><th>#</th><th>stage</th><th>what it does</th><th>status</th><th>seconds</th><th>rendered</th><th>executed notebook</th><th>log</th></tr>
 {% for s in stages %}<tr><td>{{ loop.index }}</td><td>{{ s.id }}</td><td>{{ s.label }}</td>
 <td><span class="badge {{ s.status }}">{{ s.status }}</span></td><td class="num">{{ s.seconds }}</td>
-<td>{% if s.html %}<a href="{{ s.html }}">HTML</a>{% endif %}</td><td>{% if s.ipynb %}<a href="{{ s.ipynb }}">.ipynb</a>{% endif %}</td></tr>
+<td>{% if s.html %}<a href="{{ s.html }}">HTML</a>{% endif %}</td><td>{% if s.ipynb %}<a href="{{ s.ipynb }}">.ipynb</a>{% endif %}</td>
+<td>{% if s.log %}<a href="{{ s.log }}" title="warnings and stderr of the notebook's kernel">log</a>{% endif %}</td></tr>
 {% endfor %}</table>
 
 <h2>Configuration</h2>
@@ -129,6 +130,7 @@ def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     for sid in info.get("plan", list(records)):
         rec = records.get(sid, {})
         html_rel, nb_rel = f"notebooks/{sid}.html", f"notebooks/{sid}.ipynb"
+        log_rel = f"notebooks/{sid}.stderr.log"
         status = rec.get("status", "pending")
         if rec.get("skipped_at") and status == "done":
             status = "done"
@@ -137,6 +139,7 @@ def _stage_rows(run_dir: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
             "seconds": rec.get("seconds", ""),
             "html": html_rel if (run_dir / html_rel).is_file() else "",
             "ipynb": nb_rel if (run_dir / nb_rel).is_file() else "",
+            "log": log_rel if (run_dir / log_rel).is_file() else "",
         })
     return rows
 

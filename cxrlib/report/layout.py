@@ -6,7 +6,8 @@ Layout of one run (``reports/<experiment>/<run_id>/``)::
     config.yaml              the resolved config the notebooks read
     notebooks/<stage>.ipynb  executed notebook (kept, partially executed, when it fails)
     notebooks/<stage>.html   the same rendered by nbconvert
-    notebooks/<stage>.log    the stage's kernel log (papermill, TensorFlow, warnings)
+    notebooks/<stage>.log    papermill's log of the stage
+    notebooks/<stage>.stderr.log  the kernel's warnings, logging and stderr (not in the notebook)
     stages/<stage>/          everything the stage wrote (models, CSV, JSON, figures)
     stages/<stage>/stage.json  the report stage's record: hash, status, list of its outputs
     stages/<stage>/figures.csv the figure registry: file, caption, key (1 = on the index page)

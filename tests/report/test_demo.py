@@ -149,3 +149,16 @@ def test_index_in_headless_chromium(demo_reports: Path, name: str, tmp_path: Pat
         if r.endswith(".png"):
             with Image.open(run / unquote(r)) as im:
                 im.verify()
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_no_warning_or_stderr_block_in_rendered_notebooks(demo_reports: Path, name: str):
+    import nbformat
+
+    run = _run_dir(demo_reports, name)
+    for nb_path in sorted((run / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        noisy = [o.get("text", "")[:200] for c in nb.cells for o in c.get("outputs", [])
+                 if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not noisy, (nb_path.name, noisy)
+        assert (nb_path.with_suffix(".stderr.log")).is_file(), nb_path.name
