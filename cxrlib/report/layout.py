@@ -117,7 +117,7 @@ def keep_aside(sdir: Path, out_nb: Path, run_dir: Path) -> Path | None:
     Returns:
         The attempt folder, or None when there was nothing to move.
     """
-    leftovers = [p for p in (sdir, out_nb, out_nb.with_suffix(".html"), out_nb.with_suffix(".log"))
+    leftovers = [p for p in (sdir, out_nb, *(out_nb.with_suffix(x) for x in (".html", ".log", ".stderr.log")))
                  if p.exists()]
     if not leftovers:
         return None
