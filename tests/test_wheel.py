@@ -47,6 +47,12 @@ def test_wheel_runs_paper_b_smoke_from_anywhere(tmp_path: Path):
     out = tmp_path / "reports"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    # nbconvert's HTML templates are data files of the dependency environment (share/jupyter),
+    # which a .pth cannot reach: expose only them (not its kernelspecs) through JUPYTER_PATH
+    jupyter = tmp_path / "jupyter"
+    jupyter.mkdir()
+    (jupyter / "nbconvert").symlink_to(Path(sys.prefix) / "share" / "jupyter" / "nbconvert")
+    env["JUPYTER_PATH"] = str(jupyter)
     _run([venv / "bin" / "cxr", "run", "paper_b", "--smoke", "--out", out], cwd=work, env=env, timeout=1500)
     run = next(d for d in (out / "paper_b").iterdir() if d.is_dir() and not d.is_symlink())
     info = json.loads((run / "run.json").read_text())
@@ -54,3 +60,5 @@ def test_wheel_runs_paper_b_smoke_from_anywhere(tmp_path: Path):
     assert Path(info["python"]).parent == venv / "bin"
     nb_params = (run / "notebooks" / "01_data.params.yaml").read_text()
     assert str(REPO) not in nb_params  # nothing read from the checkout
+    executed = json.loads((run / "notebooks" / "01_data.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["input_path"].startswith(str(venv))  # the packaged notebook
