@@ -241,16 +241,11 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
 @_handled
 def cmd_build_manifests(args: argparse.Namespace) -> int:
     """Regenerate data_manifests/ from a data root of downloaded collections."""
+    from cxrlib.data.adapters.collections import parse_datasets
     from cxrlib.data.build import build_all
 
-    overrides = {}
-    for item in args.dir or []:
-        if "=" not in item:
-            raise CLIError(f"--dir {item!r} is not of the form source=folder")
-        key, value = item.split("=", 1)
-        overrides[key] = value
     build_all(args.data_root, args.output, recipes=args.recipe or None, seed=args.seed, folds=args.folds,
-              test_size=args.test_size, val_size=args.val_size, overrides=overrides)
+              test_size=args.test_size, val_size=args.val_size, datasets=parse_datasets(args.dataset))
     print(f"wrote {args.output}/README.md")
     return EXIT_OK
 
@@ -326,7 +321,9 @@ def register(subparsers) -> None:
     p.add_argument("data_root")
     p.add_argument("-o", "--output", default="data_manifests")
     p.add_argument("--recipe", action="append", help="recipe name (repeatable; default all)")
-    p.add_argument("--dir", action="append", metavar="SOURCE=FOLDER", help="collection stored under another name")
+    p.add_argument("--dataset", "--dir", action="append", metavar="COLLECTION=PATH",
+                   help="folder of a collection stored elsewhere or under another name, e.g. nih=/mnt/nih "
+                        "(repeatable; default: found by its published folder names)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--test-size", type=float, default=0.2)

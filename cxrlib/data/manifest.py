@@ -134,12 +134,9 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(str(path), [Problem(None, c, "required column is missing") for c in missing])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    order_columns(df).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from cxrlib.io import write_csv
+
+    return write_csv(path, order_columns(df), index=False)
 
 
 def split_findings(value: str) -> list[str]:
