@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -13,7 +14,8 @@ from cxrlib.data.labels import resolve_label
 from cxrlib.data.manifest import new_manifest
 from cxrlib.data.taxonomy import is_multilabel, normalize_task
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: every extension the pipeline decodes (compared case-insensitively)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff")
 SKIPPED_COLUMNS = ("source_row", "file", "findings", "reason")
 
 
@@ -94,25 +96,91 @@ def finish(
     return AdapterResult(manifest.reset_index(drop=True), skips.frame(), list(notes))
 
 
-def index_images(folder: Path, root: Path, recursive: bool = True) -> dict[str, str]:
-    """Map image file name -> path relative to ``root`` for every image under ``folder``.
+def scan_images(folder: Path, root: Path, skips: "Skips", recursive: bool = True) -> list[str]:
+    """Paths (relative to ``root``, sorted) of every image file under ``folder``.
+
+    Nothing disappears: every other entry is counted in ``skips`` with its reason: hidden
+    files, files whose extension the decoder does not read (compared case-insensitively with
+    :data:`IMAGE_EXTENSIONS`), names that are not valid UTF-8, and hidden or ``__MACOSX``
+    folders (one skip per folder, with its file count).
 
     Args:
         folder: where to look.
-        root: the data root the returned paths are relative to.
-        recursive: descend into subfolders.
+        root: the root the returned paths (and skip files) are relative to.
+        skips: collects the files not taken.
+        recursive: descend into subfolders (else subfolders are skips too).
     """
-    found: dict[str, str] = {}
+    found: list[str] = []
     if not folder.is_dir():
         return found
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
+        here = Path(dirpath)
+        for d in sorted(dirnames):
+            hidden = d.startswith(".") or d == "__MACOSX"
+            if hidden or not recursive:
+                n = sum(len(f) for _, _, f in os.walk(here / d))
+                what = "hidden folder" if hidden else "subfolder (not searched)"
+                skips.add(f"{what} skipped with {n} file(s)", "", _rel(here / d, root))
+        dirnames[:] = sorted(d for d in dirnames if recursive and not d.startswith(".") and d != "__MACOSX")
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                found.setdefault(name, Path(dirpath, name).relative_to(root).as_posix())
-        if not recursive:
-            break
+            rel = _rel(here / name, root)
+            reason = file_skip_reason(name)
+            if reason:
+                skips.add(reason, "", rel)
+            else:
+                found.append(rel)
     return found
+
+
+def file_skip_reason(name: str) -> str:
+    """Why a file name is not an image the pipeline reads ('' when it is one)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (rename the file)"
+    if name.startswith("."):
+        return "hidden file"
+    if not name.lower().endswith(IMAGE_EXTENSIONS):
+        ext = Path(name).suffix or "(none)"
+        return f"not an image file (extension {ext})"
+    return ""
+
+
+def _rel(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` with ``/``; undecodable bytes shown as ``\\xNN``."""
+    rel = Path(path).relative_to(root).as_posix()
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def by_name(paths: list[str], skips: "Skips") -> dict[str, str]:
+    """File name -> relative path; a second file of the same name is a skip naming the first."""
+    out: dict[str, str] = {}
+    for rel in paths:
+        name = rel.rsplit("/", 1)[-1]
+        if name in out:
+            skips.add(f"same file name as {out[name]} (only the first is used)", "", rel)
+        else:
+            out[name] = rel
+    return out
+
+
+def index_images(folder: Path, root: Path, recursive: bool = True, skips: "Skips | None" = None) -> dict[str, str]:
+    """Image file name -> path relative to ``root`` (see :func:`scan_images`, :func:`by_name`)."""
+    skips = Skips() if skips is None else skips
+    return by_name(scan_images(folder, root, skips, recursive), skips)
+
+
+def inside(root: Path, rel: str, table: Path, line: int, column: str) -> str:
+    """``rel`` as a clean relative path inside ``root``.
+
+    Raises:
+        ValueError: the path is absolute or leaves ``root`` (``../x.png``), naming the row.
+    """
+    clean = os.path.normpath(rel.replace("\\", "/")) if rel else ""
+    if os.path.isabs(rel) or clean == ".." or clean.startswith("../") or Path(rel).drive:
+        raise ValueError(f"{table}: line {line}, column {column!r}: path {rel!r} leaves the collection "
+                         f"folder {root}; paths must be relative to it")
+    return Path(clean).as_posix() if clean not in ("", ".") else ""
 
 
 def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -124,12 +192,39 @@ def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: with the missing path named.
+        ValueError: empty, ragged or wrongly encoded table, naming the file, line and fix.
     """
     if not path.is_file():
         raise FileNotFoundError(f"metadata file not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode(encoding)
+            start = 0
+        except UnicodeDecodeError as exc:  # the exact offset (pandas reports one inside its buffer)
+            start = exc.start
+        line = raw[:start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid {encoding} text (byte 0x{raw[start]:02x}); "
+                         "give the table's encoding, e.g. --opt encoding=latin-1 (YAML entry: options: {encoding: latin-1})"
+                         ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (no header line)") from None
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        detail = (f"line {m.group(2)}: {m.group(3)} fields where the header has {m.group(1)} (quote values "
+                  "that contain commas)") if m else str(exc)
+        raise ValueError(f"{path}: {detail}") from None
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def unlisted(on_disk: list[str], used: set[str], table: str, skips: "Skips") -> None:
+    """Image files on disk that no metadata row uses become skips (nothing disappears)."""
+    for rel in on_disk:
+        if rel not in used:
+            skips.add(f"image not listed in {table}", "", rel)
 
 
 def require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
@@ -145,8 +240,12 @@ def source_row(i: int) -> int:
 
 
 def patient(source: str, pid: str) -> str:
-    """Patient id unique across sources: ``<source>:<published id>``."""
-    return f"{source}:{str(pid).strip()}"
+    """Patient id unique across sources: ``<source>:<published id>`` ('' when the id is empty).
+
+    An empty id must become a skip (``patient id not given``), never the shared id ``source:``.
+    """
+    pid = str(pid).strip()
+    return f"{source}:{pid}" if pid else ""
 
 
 def parse_mapping(value: dict | str | None) -> dict[str, str]:
