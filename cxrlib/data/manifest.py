@@ -201,6 +201,13 @@ def validate_manifest(
             if f != "" and not str(f).lstrip("-").isdigit():
                 problems.append(Problem(line_of(i), "fold", f"fold {f!r} is not an integer"))
 
+    problems += hash_problems(df)
+    for col in ("path", "mask_path"):
+        if col in df.columns:
+            for i, p in df[col].items():
+                if p and leaves_root(p):
+                    problems.append(Problem(line_of(i), col, f"path {p!r} leaves the data root (absolute or '..')"))
+
     if root is not None:
         root = Path(root)
         for col in ("path", "mask_path"):
@@ -212,8 +219,33 @@ def validate_manifest(
         if check_images:
             from cxrlib.data.images import scan_images  # local import: PIL only when needed
 
-            for bad in scan_images(df, root).bad:
-                problems.append(Problem(line_of(bad.index), "path", f"unreadable image {bad.path}: {bad.reason}"))
+            pos = [i for i, p in enumerate(df["path"]) if not leaves_root(p)]  # positions in df
+            report = scan_images(df.iloc[pos], root)
+            for bad in report.bad:
+                problems.append(Problem(line_of(pos[bad.index]), "path", f"unreadable image {bad.path}: {bad.reason}"))
+            for warn in report.warnings:
+                problems.append(Problem(line_of(pos[warn.index]), "path", f"{warn.path}: {warn.reason}",
+                                        severity="warning"))
+    return problems
+
+
+def leaves_root(path: str) -> bool:
+    """True for an absolute path or one whose ``..`` parts leave the data root."""
+    clean = os.path.normpath(str(path).replace("\\", "/"))
+    return os.path.isabs(str(path)) or clean == ".." or clean.startswith("../")
+
+
+def hash_problems(df: pd.DataFrame) -> list[Problem]:
+    """Malformed ``sha1`` (40 hex digits) and ``phash`` (16 hex digits) values, by line."""
+    problems = []
+    for col, n in (("sha1", 40), ("phash", 16)):
+        if col not in df.columns:
+            continue
+        values = df[col].astype(str)
+        bad = (values != "") & ~values.str.fullmatch(f"[0-9a-fA-F]{{{n}}}")
+        for i in df.index[bad]:
+            problems.append(Problem(line_of(i), col, f"{values[i]!r} is not {n} hex digits (clear the cell to "
+                                                     "recompute it)"))
     return problems
 
 

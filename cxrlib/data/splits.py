@@ -151,9 +151,9 @@ def check_leakage(df: pd.DataFrame, pairs: pd.DataFrame | None = None,
                   group_col: str = "patient_id") -> list[Problem]:
     """Patients and duplicate images that cross splits or folds (empty list = no leakage).
 
-    Checks the ``split`` column and the ``fold`` column (each when present): a patient
-    (source, patient_id) in two parts, an exact copy (same ``sha1``) in two parts, and
-    each duplicate pair of ``pairs`` (from :func:`cxrlib.data.dedup.find_duplicates`)
+    Checks the ``split`` column and the ``fold`` column (each when present): one image
+    file (``path``) in two parts, a patient (source, patient_id) in two parts, an exact
+    copy (same ``sha1``) in two parts, and each duplicate pair of ``pairs`` (from :func:`cxrlib.data.dedup.find_duplicates`)
     whose images are in two parts.
 
     Args:
@@ -169,6 +169,8 @@ def check_leakage(df: pd.DataFrame, pairs: pd.DataFrame | None = None,
         if col not in df.columns:
             continue
         part = df[col].astype(str)
+        problems += _crossing_groups(df["path"].astype(str), part, kind, "path",
+                                     subject=lambda key: f"image file {key}")
         problems += _crossing_groups(keys, part, kind, group_col)
         if "sha1" in df.columns:
             sha = df["sha1"].astype(str)
