@@ -108,3 +108,15 @@ def test_check_images_shows_the_scan_warnings(root, tmp_path, capsys):
     assert main(["data", "check", str(m), "--root", str(root), "--images"]) == 0
     out = capsys.readouterr().out
     assert "warning: line 3, column 'path'" in out and "1 warning(s)" in out
+
+
+def test_bad_image_error_uses_check_line_numbers(root, tmp_path, capsys):
+    from cxrlib.data.images import scan_images
+
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    rows = [dict(path=f"i{i}.png", patient_id=f"p{i}") for i in range(3)] + [dict(path="broken.png", patient_id="z")]
+    m = _manifest(tmp_path, rows)
+    assert main(["data", "check", str(m), "--root", str(root), "--images"]) == 1
+    assert "line 5, column 'path': unreadable image" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"broken.png \(line 5\)"):
+        scan_images(read_manifest(m), root).raise_if_bad()
