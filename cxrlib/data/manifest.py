@@ -104,13 +104,13 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def new_manifest(rows: Iterable[dict]) -> pd.DataFrame:
+def new_manifest(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
     """Build a manifest DataFrame from row dicts, with required columns first, all strings.
 
     Args:
-        rows: one dict per image; missing required keys become empty strings.
+        rows: one dict per image (or a DataFrame); missing required keys become empty strings.
     """
-    df = pd.DataFrame(list(rows))
+    df = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     for c in REQUIRED_COLUMNS:
         if c not in df.columns:
             df[c] = ""
