@@ -317,7 +317,8 @@ def split_and_check(target: pd.DataFrame, plan: Plan, pairs: pd.DataFrame | None
                                    keep_existing_test=False)
     splits.assert_no_leakage(out, pairs, group_col="patient_group")
     splits.assert_no_leakage(out)
-    return out.sort_values(["path"], kind="stable").reset_index(drop=True)
+    order = [c for c in ("split", "label") if c in out.columns and (out[c] != "").any()] + ["path"]
+    return out.sort_values(order, kind="stable").reset_index(drop=True)  # canonical row order
 
 
 def prepare(plan: Plan, root: str | os.PathLike, target: pd.DataFrame | None = None,
