@@ -230,7 +230,8 @@ def render_readme(results: list[BuildResult], data_root: Path, settings: dict) -
         if is_multilabel(res.recipe.task):
             counts = m["findings"].str.split("|").explode().value_counts()
             parts += ["", "Findings (multi-label): " + ", ".join(f"{k} {v}" for k, v in counts.items())]
-        parts += ["", _table(split_summary(m, "split" if "split" in m.columns else "fold")), "", "Skipped rows by reason:", ""]
+        summary = split_summary(m, "split" if "split" in m.columns else "fold")
+        parts += ["", _table(summary), "", "Skipped rows by reason:", ""]
         reasons = res.skipped.groupby(["source", "reason"]).size().rename("rows").reset_index()
         parts += [f"- {r.source}: {r.reason}: {r.rows}" for r in reasons.itertuples()] or ["- none"]
         parts.append("")

@@ -188,8 +188,8 @@ def check_leakage(df: pd.DataFrame, pairs: pd.DataFrame | None = None,
 
     Checks the ``split`` column and the ``fold`` column (each when present): one image
     file (``path``) in two parts, a patient (source, patient_id) in two parts, an exact
-    copy (same ``sha1``) in two parts, and each duplicate pair of ``pairs`` (from :func:`cxrlib.data.dedup.find_duplicates`)
-    whose images are in two parts.
+    copy (same ``sha1``) in two parts, and each duplicate pair of ``pairs`` (from
+    :func:`cxrlib.data.dedup.find_duplicates`) whose images are in two parts.
 
     Args:
         df: manifest with ``split`` and/or ``fold``.

@@ -221,7 +221,8 @@ def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
             start = exc.start
         line = raw[:start].count(b"\n") + 1
         raise ValueError(f"{path}: line {line}: not valid {encoding} text (byte 0x{raw[start]:02x}); "
-                         "give the table's encoding, e.g. --opt encoding=latin-1 (YAML entry: options: {encoding: latin-1})"
+                         "give the table's encoding, e.g. --opt encoding=latin-1 "
+                         "(YAML entry: options: {encoding: latin-1})"
                          ) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty (no header line)") from None
