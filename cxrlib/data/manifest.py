@@ -31,6 +31,7 @@ into NaN. Row numbers in error messages are the CSV line numbers (header = line 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -94,7 +95,10 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(str(path), [Problem(None, None, "file not found")])
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    try:
+        df = read_csv_strings(path)
+    except ValueError as exc:
+        raise ManifestError(str(path), [Problem(None, None, str(exc).removeprefix(f"{path}: "))]) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -102,6 +106,44 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         )
     df.attrs["manifest_path"] = str(path)
     return df.reset_index(drop=True)
+
+
+def read_csv_strings(path: str | os.PathLike, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV with every value a string (no NaN conversion); errors name file, line and fix.
+
+    Used for manifests and for the published metadata tables the adapters read.
+
+    Args:
+        path: the CSV file.
+        encoding: its text encoding (Figure 1 is latin-1).
+
+    Raises:
+        ValueError: empty, ragged or wrongly encoded table, naming the file, the line (as an
+            editor shows it, header = line 1) and the option that fixes it.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode(encoding)
+            start = 0
+        except UnicodeDecodeError as exc:  # the exact offset (pandas reports one inside its buffer)
+            start = exc.start
+        line = raw[:start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid {encoding} text (byte 0x{raw[start]:02x}); "
+                         "give the table's encoding, e.g. --opt encoding=latin-1 "
+                         "(YAML entry: options: {encoding: latin-1})"
+                         ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (no header line)") from None
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        detail = (f"line {m.group(2)}: {m.group(3)} fields where the header has {m.group(1)} (quote values "
+                  "that contain commas)") if m else str(exc)
+        raise ValueError(f"{path}: {detail}") from None
+    return df
 
 
 def new_manifest(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:

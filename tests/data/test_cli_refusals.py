@@ -120,3 +120,16 @@ def test_bad_image_error_uses_check_line_numbers(root, tmp_path, capsys):
     assert "line 5, column 'path': unreadable image" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"broken.png \(line 5\)"):
         scan_images(read_manifest(m), root).raise_if_bad()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"path,patient_id,source,view,findings,label\na.png,p,s,,,\nb.png,p,s,,,,extra\n",
+     "line 3: 7 fields where the header has 6"),
+])
+def test_unreadable_manifest_is_named(root, tmp_path, capsys, content, message):
+    m = tmp_path / "bad.csv"
+    m.write_bytes(content)
+    assert main(["data", "check", str(m), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and message in err and "Traceback" not in err

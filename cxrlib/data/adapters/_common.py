@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +10,7 @@ from typing import Iterable
 import pandas as pd
 
 from cxrlib.data.labels import resolve_label
-from cxrlib.data.manifest import new_manifest
+from cxrlib.data.manifest import new_manifest, read_csv_strings
 from cxrlib.data.taxonomy import is_multilabel, normalize_task
 
 #: every extension the pipeline decodes (compared case-insensitively)
@@ -198,11 +197,7 @@ def inside(root: Path, rel: str, table: Path, line: int, column: str) -> str:
 
 
 def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a published metadata CSV as strings without NaN conversion.
-
-    Args:
-        path: the CSV file.
-        encoding: its text encoding (Figure 1 is latin-1).
+    """Read a published metadata CSV as strings (see :func:`cxrlib.data.manifest.read_csv_strings`).
 
     Raises:
         FileNotFoundError: with the missing path named.
@@ -210,27 +205,7 @@ def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """
     if not path.is_file():
         raise FileNotFoundError(f"metadata file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
-    except UnicodeDecodeError:
-        raw = path.read_bytes()
-        try:
-            raw.decode(encoding)
-            start = 0
-        except UnicodeDecodeError as exc:  # the exact offset (pandas reports one inside its buffer)
-            start = exc.start
-        line = raw[:start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not valid {encoding} text (byte 0x{raw[start]:02x}); "
-                         "give the table's encoding, e.g. --opt encoding=latin-1 "
-                         "(YAML entry: options: {encoding: latin-1})"
-                         ) from None
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: the file is empty (no header line)") from None
-    except pd.errors.ParserError as exc:
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        detail = (f"line {m.group(2)}: {m.group(3)} fields where the header has {m.group(1)} (quote values "
-                  "that contain commas)") if m else str(exc)
-        raise ValueError(f"{path}: {detail}") from None
+    df = read_csv_strings(path, encoding)
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
