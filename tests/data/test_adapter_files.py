@@ -60,7 +60,8 @@ def assert_accounted(root: Path, res, exclude: tuple[str, ...] = ()) -> None:
     missing = {f for f in files - set(rows) - skipped
                if f.rsplit("/", 1)[-1] not in skipped and not f.startswith(tuple(folders))}
     assert not missing, f"files neither in the manifest nor skipped: {sorted(missing)}"
-    assert not set(rows) & skipped, "a file is both a row and a skip"
+    file_skips = set(res.skipped.loc[res.skipped["source_row"] == "", "file"])  # (table rows may repeat a file)
+    assert not set(rows) & file_skips, "a file is both a row and a skip"
 
 
 def test_folders_every_extension_same_name_and_stray_files(tmp_path):
@@ -162,10 +163,17 @@ def test_generic_csv_duplicates_escapes_and_path_template(tmp_path):
     table.to_csv(tmp_path / "t.csv", index=False)
     res = ADAPTERS["csv"](tmp_path, task="paper_b", csv="t.csv", path_template="png/{image_id}.png",
                           patient_column="subject", label_column="dx")
+    _img(tmp_path / "png" / "unlisted.webp", 7)
+    _junk(tmp_path / "png")
+    res = ADAPTERS["csv"](tmp_path, task="paper_b", csv="t.csv", path_template="png/{image_id}.png",
+                          patient_column="subject", label_column="dx")
     assert list(res.manifest["path"]) == ["png/id0.png", "png/id1.png"]
     reasons = dict(zip(res.skipped["source_row"], res.skipped["reason"]))
-    assert reasons == {"4": "path already listed on line 3", "5": "patient id not given",
-                       "6": "path already listed on line 2"}
+    assert {k: v for k, v in reasons.items() if k} == {"4": "path already listed on line 3",
+                                                        "5": "patient id not given",
+                                                        "6": "path already listed on line 2"}
+    assert "image not listed in t.csv" in set(res.skipped["reason"])
+    assert_accounted(tmp_path, res, exclude=("t.csv",))
     for bad in ("../x.png", "/etc/passwd"):
         pd.DataFrame({"path": ["png/id0.png", bad], "dx": ["covid19"] * 2}).to_csv(tmp_path / "m.csv", index=False)
         with pytest.raises(ValueError, match=r"m.csv: line 3, column 'path': path .* leaves"):

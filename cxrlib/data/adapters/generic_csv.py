@@ -12,6 +12,7 @@ with the images stored as ``png/<image_id>.png``) build the path from a template
     cxr data manifest csv ROOT -o m.csv --opt csv=labels.csv \\
         --opt path_template=png/{image_id}.png --opt patient_column=patient --opt label_column=finding
 
+Image files under ``root/image_dir`` that no row names are skips (``image not listed``).
 Rows are checked, first failing reason wins: the path is inside the data root (``../x.png``
 and absolute paths are refused, naming the line), the file exists, the patient id is not
 empty, the path was not listed on an earlier line. Every skipped row keeps its CSV line.
@@ -19,11 +20,13 @@ empty, the path was not listed on an earlier line. Every skipped row keeps its C
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 from cxrlib.data.adapters._common import (
-    AdapterResult, Skips, finish, inside, parse_mapping, patient, read_table, require_columns, source_row,
+    AdapterResult, Skips, finish, inside, parse_mapping, patient, read_table, require_columns, scan_images,
+    source_row,
 )
 from cxrlib.data.taxonomy import normalize_task, task_classes
 
@@ -103,4 +106,11 @@ def build_manifest(root, task=None, csv: str = "metadata.csv", path_column: str 
             row["label"] = label if label in classes else ""
             row["_reason"] = f"{label_column} {value!r} is not a class of {task} (see class_map)"
         rows.append(row)
+    listed = set(first) | {r for r in skips.frame()["file"]}
+    table_rel = os.path.relpath(table_path, root).replace(os.sep, "/")
+    scanned = Skips()
+    for rel in scan_images(root / image_dir if image_dir else root, root, scanned):
+        if rel not in listed:
+            skips.add(f"image not listed in {Path(csv).name}", "", rel)
+    skips.rows += [r for r in scanned.rows if r["file"] != table_rel]  # the table itself is not a skip
     return finish(rows, skips, vocabulary if finding_column else None, task, notes)
