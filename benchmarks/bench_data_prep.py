@@ -8,6 +8,8 @@ never pixels), then measures, in this one process:
 - ``baseline``: ``pandas.read_csv`` + ``to_csv`` of the same table (the floor of any manifest step),
 - ``manifest``: ``cxr data manifest nih`` (adapter + atomic manifest write),
 - ``split``: ``cxr data split --folds 5`` (read, StratifiedGroupKFold, leakage check, write),
+- ``prepare``: the one preparation path (:func:`cxrlib.data.prepare.prepare`, paper A task,
+  5 folds) without hashing (the files are empty): adapter, selection, validation, split, leakage,
 - ``sklearn`` vs ``fast``: scikit-learn's StratifiedGroupKFold and cxrlib's subclass with the
   vectorised fold choice, on the same strata and groups (the folds must be identical).
 
@@ -85,6 +87,12 @@ def main() -> None:
             df = kfold_split(df, 5, seed=0)
             assert not check_leakage(df)
             write_manifest(df, out / "s.csv")
+        from cxrlib.data.prepare import Entry, Plan, prepare
+
+        (Path(tmp) / "root").mkdir()
+        (Path(tmp) / "root" / "nih-chestxray14").symlink_to(root.resolve())
+        with timed(res, "prepare"):
+            prepare(Plan(task="paper_a", target=[Entry("nih", "nih")], folds=5, dedup=False), Path(tmp) / "root")
         y, g = _strata(df, "label"), group_keys(df).to_numpy()
         from sklearn.model_selection import StratifiedGroupKFold
 
