@@ -13,9 +13,9 @@ this order, each recorded:
    errors name the CSV line and column) before any long work; earlier ``split``/``fold``
    columns (NIH / Kermany official lists) are dropped: the experiment makes its own split.
 3. **hashes and duplicates** (:mod:`cxrlib.data.dedup`): exact (SHA-1) and near (phash,
-   verified on pixels) duplicates over both parts; inside a part one image per duplicate
-   group is kept; source images that duplicate a target image leave the source (a model
-   must not pretrain on target test images).
+   verified on pixels) duplicates over both parts; inside the target one image per
+   duplicate group is kept; source images that duplicate a target image leave the source
+   (a model must not pretrain on target test images).
 4. **patient groups**: patients that share a duplicate image are one group
    (``patient_group``): one image published under two ids or in two collections.
 5. **split**: patient-group-grouped, class-stratified k folds (``fold``) and/or hold-out
@@ -266,12 +266,10 @@ def _dedup(target, source, root, plan, cache, progress):
         asides.append(_aside(source[hit], "source", "source image duplicates a target image",
                              duplicate_of=source.loc[hit, "path"].map(of_target)))
         source = source[~hit].reset_index(drop=True)
+        # copies inside the source stay (pretraining data; the source stage splits it by patient),
+        # but patients sharing an image are one group there too
         spairs = _pairs_within(pairs, set(source["path"]))
-        sgroups = patient_groups(source, spairs)
-        source, sremoved = drop_duplicates(source.assign(patient_group=sgroups.to_numpy()), spairs,
-                                           prefer=plan.prefer)
-        asides.append(_aside(sremoved, "source", "duplicate of another source image",
-                             duplicate_of=sremoved["duplicate_of"]))
+        source = source.assign(patient_group=patient_groups(source, spairs).to_numpy())
     return kept, source, pairs, asides
 
 
