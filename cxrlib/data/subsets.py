@@ -19,7 +19,8 @@ def without_label(df: pd.DataFrame, label_col: str = "label") -> tuple[pd.DataFr
 def cap_per_class(df: pd.DataFrame, cap: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep at most ``cap`` random rows per class (seeded); return (kept, set aside).
 
-    The draw does not depend on the row order: rows are put in ``path`` order first.
+    The draw depends on the row order (the adapters' order), not on the folder names the
+    collections are stored under.
 
     Args:
         df: manifest with ``label`` (and ``path``).
@@ -28,7 +29,6 @@ def cap_per_class(df: pd.DataFrame, cap: int, seed: int = 0) -> tuple[pd.DataFra
     """
     if cap < 1:
         raise ValueError(f"max_per_class must be >= 1, got {cap}")
-    df = df.sort_values("path", kind="stable").reset_index(drop=True) if "path" in df.columns else df
     keep = df.groupby("label", group_keys=False).apply(
         lambda g: g.sample(n=min(cap, len(g)), random_state=seed), include_groups=False).index
     kept = df.loc[sorted(keep)]

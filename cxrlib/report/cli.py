@@ -37,10 +37,11 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
 def _dataset_sets(items: list[str] | None) -> dict[str, str]:
     """``--dataset nih=/mnt/nih`` as the config override ``data.datasets.nih`` (absolute path, YAML-quoted)."""
     import json
+    import os
 
     from cxrlib.data.adapters.collections import parse_datasets
 
-    return {f"data.datasets.{k}": json.dumps(str(Path(v).resolve())) for k, v in parse_datasets(items).items()}
+    return {f"data.datasets.{k}": json.dumps(os.path.abspath(v)) for k, v in parse_datasets(items).items()}
 
 
 def _run_one(experiment: str, args: argparse.Namespace) -> int:
