@@ -219,6 +219,10 @@ def validate_manifest(
     for col in ("path", "patient_id", "source"):
         for i in df.index[df[col].astype(str).str.strip() == ""]:
             problems.append(Problem(line_of(i), col, "empty value"))
+    prefix_only = df["patient_id"].astype(str).str.strip() == df["source"].astype(str).str.strip() + ":"
+    for i in df.index[prefix_only]:  # e.g. 'nih:': an empty published id would merge all such rows
+        problems.append(Problem(line_of(i), "patient_id", f"patient id {df.at[i, 'patient_id']!r} has no id after "
+                                                          "the source prefix"))
 
     dup = df["path"].duplicated(keep="first") & (df["path"] != "")
     for i in df.index[dup]:

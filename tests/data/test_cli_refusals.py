@@ -133,3 +133,9 @@ def test_unreadable_manifest_is_named(root, tmp_path, capsys, content, message):
     assert main(["data", "check", str(m), "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and message in err and "Traceback" not in err
+
+
+def test_check_refuses_a_source_prefix_without_patient_id(root, tmp_path, capsys):
+    rows = [dict(path="i0.png", patient_id="nih:", source="nih"), dict(path="i1.png", patient_id="nih:", source="nih")]
+    assert main(["data", "check", str(_manifest(tmp_path, rows)), "--root", str(root)]) == 1
+    assert "line 2, column 'patient_id': patient id 'nih:' has no id after the source prefix" in capsys.readouterr().out
