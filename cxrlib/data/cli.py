@@ -53,13 +53,6 @@ def _output(path: str | None, what: str = "-o") -> None:
         raise CLIError(f"{what} {path}: is a folder; give a file name to write")
 
 
-def _hash(df: pd.DataFrame, root: Path, progress: bool = False) -> pd.DataFrame:
-    """``add_hashes`` with a decompression bomb (a 14000x14000 PNG) named by line and file."""
-    from cxrlib.data.prepare import _hash as hash_rows
-
-    return hash_rows(df, root, None, progress)
-
-
 def _read(path: str) -> pd.DataFrame:
     from cxrlib.data.manifest import read_manifest
 
@@ -175,7 +168,9 @@ def _duplicates_for_check(df, root, args, problems):
         ok = ok.assign(sha1="", phash="") if args.duplicates else ok.iloc[0:0]
     if args.duplicates:
         try:
-            ok = _hash(ok, root)
+            from cxrlib.data.prepare import hash_rows  # decompression bombs named by line
+
+            ok = hash_rows(ok, root)
         except ValueError as exc:
             problems.append(Problem(None, "path", str(exc)))
             return None
@@ -253,6 +248,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     """Merge manifests, find exact and near duplicates, keep one image per group."""
     from cxrlib.data.dedup import drop_duplicates, find_duplicates
     from cxrlib.data.manifest import ManifestError, hash_problems, write_manifest
+    from cxrlib.data.prepare import hash_rows
 
     frames = [_read(m) for m in args.manifests]
     for name, frame in zip(args.manifests, frames):
@@ -268,7 +264,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     dup = df["path"].duplicated()
     if dup.any():
         raise CLIError(f"the manifests list {int(dup.sum())} path(s) twice, e.g. {df.loc[dup, 'path'].iloc[0]}")
-    df = _hash(df, root, progress=args.progress)
+    df = hash_rows(df, root, progress=args.progress)
     pairs = find_duplicates(df, root=root, max_distance=args.max_distance, min_correlation=args.min_correlation,
                             cross_source_only=args.cross_source_only)
     prefer = tuple(s for s in (args.prefer or "").split(",") if s)

@@ -203,7 +203,7 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
     return df, aside, found, notes
 
 
-def _hash(df: pd.DataFrame, root: Path, cache: dict | None, progress: bool) -> pd.DataFrame:
+def hash_rows(df: pd.DataFrame, root: Path, cache: dict | None = None, progress: bool = False) -> pd.DataFrame:
     """``add_hashes`` with a path -> (sha1, phash) cache; decompression bombs named by file."""
     from PIL import Image
 
@@ -243,11 +243,11 @@ def _pairs_within(pairs: pd.DataFrame, paths: set) -> pd.DataFrame:
 
 
 def _dedup(target, source, root, plan, cache, progress):
-    """(target kept, source kept, pairs, set-aside frames, groups of target rows)."""
+    """(target kept, source kept, duplicate pairs, set-aside frames); both get ``patient_group``."""
     from cxrlib.data.dedup import drop_duplicates, find_duplicates, patient_groups
 
-    target = _hash(target, root, cache, progress)
-    both = [target] + ([_hash(source, root, cache, progress)] if source is not None else [])
+    target = hash_rows(target, root, cache, progress)
+    both = [target] + ([hash_rows(source, root, cache, progress)] if source is not None else [])
     allrows = pd.concat(both, ignore_index=True).fillna("")
     pairs = find_duplicates(allrows, root=root, max_distance=plan.max_distance,
                             min_correlation=plan.min_correlation)
