@@ -161,6 +161,12 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
     found: dict[str, Path] = {}
     missing, notes = [], []
     for e in entries:
+        allowed = task_classes(e.task or task)
+        typo = sorted(set(e.classes) - set(allowed))
+        if typo and not is_multilabel(e.task or task):
+            raise ValueError(f"data.{part}: collection {e.collection!r}: classes {typo} are not classes of "
+                             f"{e.task or task} ({', '.join(allowed)})")
+    for e in entries:
         try:
             folder = find_collection(root, e.collection, datasets.get(e.collection) or e.path,
                                      required=not e.optional)
@@ -337,6 +343,11 @@ def prepare(plan: Plan, root: str | os.PathLike, target: pd.DataFrame | None = N
     folders: dict[str, str] = {}
     if target is None:
         from cxrlib.data.adapters.collections import find_collection
+
+        unused = sorted(set(plan.datasets) - {e.collection for e in plan.target + plan.source})
+        if unused:
+            raise ValueError(f"--dataset {', '.join(unused)}: no data entry names this collection; entries name "
+                             f"{', '.join(dict.fromkeys(e.collection for e in plan.target + plan.source))}")
 
         located = {e.collection: find_collection(root, e.collection, plan.datasets.get(e.collection) or e.path,
                                                  required=False) for e in plan.target + plan.source}

@@ -149,3 +149,13 @@ def test_shared_nih_under_published_names(shared_data, tmp_path, name):
         prepare(plan, tmp_path)
     plan.datasets = {"nih": "my-nih"}
     assert prepare(plan, tmp_path).folders == {"nih": "my-nih"}
+
+
+def test_typos_in_classes_and_dataset_keys_are_errors(tmp_path):
+    root = make_root(tmp_path / "data")
+    plan = Plan(task="paper_a", target=[Entry("nih", "nih", classes=("normall",))], folds=2, dedup=False)
+    with pytest.raises(ValueError, match=r"classes \['normall'\] are not classes of paper_a"):
+        prepare(plan, root)
+    plan = Plan(task="paper_a", target=[Entry("nih", "nih")], folds=2, dedup=False, datasets={"nhi": "x"})
+    with pytest.raises(ValueError, match="--dataset nhi: no data entry names this collection"):
+        prepare(plan, root)
