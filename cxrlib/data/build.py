@@ -110,7 +110,8 @@ def recipe_plan(recipe: Recipe, data_root: Path, datasets: dict[str, str] | None
                                 f"{names}); give folders with --dataset KEY=PATH")
     entries = [Entry(s, COLLECTIONS[s].adapter, recipe.task, classes=tuple(sorted(c))) for s, c in plan.items()]
     return Plan(task=recipe.task, target=entries, folds=folds, test_size=test_size, val_size=val_size, seed=seed,
-                prefer=tuple(plan), datasets=dict(datasets), name=recipe.name), notes
+                prefer=tuple(plan), datasets={k: v for k, v in datasets.items() if k in plan},
+                name=recipe.name), notes
 
 
 def build_recipe(recipe: Recipe, data_root: Path, datasets: dict[str, str] | None = None, seed: int = 0,

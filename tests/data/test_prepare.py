@@ -159,3 +159,18 @@ def test_typos_in_classes_and_dataset_keys_are_errors(tmp_path):
     plan = Plan(task="paper_a", target=[Entry("nih", "nih")], folds=2, dedup=False, datasets={"nhi": "x"})
     with pytest.raises(ValueError, match="--dataset nhi: no data entry names this collection"):
         prepare(plan, root)
+
+
+def test_build_manifests_with_a_dataset_elsewhere(tmp_path, capsys):
+    make_root(tmp_path / "elsewhere", nih_folder="nih_copy")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "covid-chestxray-dataset").symlink_to(tmp_path / "elsewhere" / "covid-chestxray-dataset")
+    out = tmp_path / "dm"
+    argv = ["data", "build-manifests", str(root), "-o", str(out), "--folds", "2", "--test-size", "0",
+            "--val-size", "0", "--dataset", f"nih={tmp_path / 'elsewhere' / 'nih_copy'}"]
+    assert main(argv) == 0, capsys.readouterr()
+    nih14 = read_manifest(out / "source_nih14.csv")
+    assert len(nih14) == 24 and nih14["path"].str.startswith("elsewhere/nih_copy/").all()
+    assert main(argv[:-2] + ["--dataset", "nhi=/x"]) == 2
+    assert "unknown collection" in capsys.readouterr().err
