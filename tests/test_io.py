@@ -42,3 +42,14 @@ def test_read_json_default(tmp_path):
     assert io.read_json(tmp_path / "bad.json", default={}) == {}
     with pytest.raises(FileNotFoundError):
         io.read_json(tmp_path / "missing.json")
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    import os
+    import stat
+    mask = os.umask(0o022)
+    try:
+        p = io.write_text(tmp_path / "index.html", "<p>")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644

@@ -2,9 +2,11 @@
 
 A *recipe* says which classes of a task are taken from which collections (the papers took
 COVID-19 images from the public COVID collections and the other classes from NIH or
-Kermany). For each recipe the builder runs the adapters, keeps the classes the recipe takes
-from each source, hashes every image, removes duplicates (also across sources), splits by
-patient (hold-out train/val/test plus k folds), checks for leakage, and writes:
+Kermany). Collections are found by their published folder names
+(:mod:`cxrlib.data.adapters.collections`). Each recipe becomes a
+:class:`cxrlib.data.prepare.Plan` and goes through the one preparation path
+(:func:`cxrlib.data.prepare.prepare`: adapters, duplicates, patient groups, hold-out
+train/val/test plus k folds, leakage check), the same as a run's data stage; this module writes:
 
 - ``<name>.csv`` the manifest (paths relative to the data root),
 - ``<name>.skipped.csv`` every row left out, with its reason (adapter skips, classes not
@@ -16,29 +18,19 @@ Run ``cxr data build-manifests DATA_ROOT`` (see ``cxr data build-manifests -h``)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from cxrlib.data.adapters import ADAPTERS
-from cxrlib.data.dedup import (
-    DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION, add_hashes, drop_duplicates, find_duplicates, patient_groups,
-)
+from cxrlib.data.adapters.collections import COLLECTIONS, find_collection, tried_names
+from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
 from cxrlib.data.manifest import write_manifest
-from cxrlib.data.splits import check_leakage, group_keys, holdout_split, kfold_split
+from cxrlib.data.prepare import Entry, Plan, prepare
+from cxrlib.data.splits import group_keys
 from cxrlib.data.taxonomy import is_multilabel
+from cxrlib.io import write_csv, write_text
 
-#: conventional folder names of each collection under a data root (as cloned / unzipped)
-SOURCE_DIRS: dict[str, tuple[str, ...]] = {
-    "nih": ("nih-chestxray14", "nih-chestxray14-sample", "ChestX-ray14", "NIH", "nih"),
-    "covid-chestxray": ("covid-chestxray-dataset",),
-    "figure1": ("Figure1-COVID-chestxray-dataset", "figure1-covid-chestxray-dataset"),
-    "actualmed": ("Actualmed-COVID-chestxray-dataset", "actualmed-covid-chestxray-dataset"),
-    "kermany": ("chest_xray", "ChestXRay2017", "kermany"),
-    "radiography-db": ("COVID-19_Radiography_Dataset", "COVID-19 Radiography Database", "radiography-db"),
-}
 COVID_COLLECTIONS = ("covid-chestxray", "figure1", "actualmed")
 
 
@@ -88,62 +80,23 @@ class BuildResult:
     manifest: pd.DataFrame
     skipped: pd.DataFrame
     pairs: pd.DataFrame
-    sources: dict[str, str]  # source -> folder relative to the data root
+    sources: dict[str, str]  # collection -> folder relative to the data root
     notes: list[str] = field(default_factory=list)
 
 
-def find_sources(data_root: Path, overrides: dict[str, str] | None = None) -> dict[str, Path]:
-    """Folders of the collections present under ``data_root`` (case-insensitive names).
+def recipe_plan(recipe: Recipe, data_root: Path, datasets: dict[str, str] | None = None, seed: int = 0,
+                folds: int = 5, test_size: float = 0.2, val_size: float = 0.1) -> tuple[Plan, list[str]]:
+    """The :class:`~cxrlib.data.prepare.Plan` of a recipe over the collections present (and notes).
 
-    Args:
-        data_root: folder holding the downloaded collections.
-        overrides: source -> folder (absolute or relative to ``data_root``).
+    A slot in ``mode='first'`` takes the first of its collections found (published folder
+    names or ``datasets`` overrides); ``mode='all'`` takes every one found.
     """
-    present = {p.name.casefold(): p for p in data_root.iterdir() if p.is_dir()}
-    found = {}
-    for source, names in SOURCE_DIRS.items():
-        for name in names:
-            if name.casefold() in present:
-                found[source] = present[name.casefold()]
-                break
-    for source, folder in (overrides or {}).items():
-        if source not in ADAPTERS:
-            raise ValueError(f"unknown source {source!r} in --dir; known: {', '.join(ADAPTERS)}")
-        path = Path(folder) if Path(folder).is_absolute() else data_root / folder
-        if not path.is_dir():
-            raise FileNotFoundError(f"--dir {source}={folder}: folder not found ({path})")
-        found[source] = path
-    return found
-
-
-def _relative(df: pd.DataFrame, folder: Path, data_root: Path, col: str) -> pd.DataFrame:
-    prefix = Path(os.path.relpath(folder, data_root)).as_posix()
-    df = df.copy()
-    df[col] = [f"{prefix}/{p}" if p else p for p in df[col]]
-    return df
-
-
-def build_recipe(recipe: Recipe, data_root: Path, folders: dict[str, Path], seed: int = 0, folds: int = 5,
-                 test_size: float = 0.2, val_size: float = 0.1, hashes: dict | None = None,
-                 max_distance: int = DEFAULT_MAX_DISTANCE,
-                 min_correlation: float = DEFAULT_MIN_CORRELATION) -> BuildResult:
-    """Build one recipe's manifest (see the module docstring).
-
-    Args:
-        recipe: what to take from where.
-        data_root: root the manifest paths are relative to.
-        folders: present collections (from :func:`find_sources`).
-        seed: split seed.
-        folds: number of cross-validation folds (``fold`` column).
-        test_size, val_size: hold-out fractions (``split`` column).
-        hashes: path -> (sha1, phash) cache shared between recipes.
-        max_distance, min_correlation: near-duplicate settings (see cxrlib.data.dedup).
-    """
-    hashes = {} if hashes is None else hashes
-    frames, skipped, used, notes = [], [], {}, []
-    plan: dict[str, set[str]] = {}  # source -> classes taken from it (empty set = all)
+    datasets = datasets or {}
+    plan: dict[str, set[str]] = {}  # collection -> classes taken from it (empty set = all)
+    notes = []
     for slot in recipe.slots:
-        present = [s for s in slot.sources if s in folders]
+        present = [s for s in slot.sources
+                   if find_collection(data_root, s, datasets.get(s), required=False) is not None]
         if slot.mode == "first":
             present = present[:1]
         if not present:
@@ -151,49 +104,35 @@ def build_recipe(recipe: Recipe, data_root: Path, folders: dict[str, Path], seed
                          f"(looked for {', '.join(slot.sources)})")
         for source in present:
             plan.setdefault(source, set()).update(slot.classes)
-    for source, classes in plan.items():
-        folder = folders[source]
-        res = ADAPTERS[source](folder, task=recipe.task)
-        man = _relative(res.manifest, folder, data_root, "path")
-        skip = _relative(res.skipped, folder, data_root, "file").assign(source=source)
-        if classes:
-            other = ~man["label"].isin(classes)
-            skip = pd.concat([skip, pd.DataFrame({
-                "source_row": "", "file": man.loc[other, "path"], "findings": man.loc[other, "findings"],
-                "reason": "class " + man.loc[other, "label"] + " not taken from this source in " + recipe.name,
-                "source": source})], ignore_index=True)
-            man = man[~other]
-        frames.append(man)
-        skipped.append(skip)
-        used[source] = Path(os.path.relpath(folder, data_root)).as_posix()
-        notes += [f"{source}: {n}" for n in res.notes]
-    df = pd.concat(frames, ignore_index=True).fillna("") if frames else pd.DataFrame()
-    if df.empty:
-        raise FileNotFoundError(f"{recipe.name}: no collection found under {data_root}")
-    df["sha1"] = [hashes.get(p, ("", ""))[0] for p in df["path"]]
-    df["phash"] = [hashes.get(p, ("", ""))[1] for p in df["path"]]
-    df = add_hashes(df, data_root, progress=True)
-    hashes.update({p: (s, h) for p, s, h in zip(df["path"], df["sha1"], df["phash"])})
-    pairs = find_duplicates(df, root=data_root, max_distance=max_distance, min_correlation=min_correlation)
-    kept, removed = drop_duplicates(df, pairs, prefer=tuple(used))
-    skipped.append(pd.DataFrame({"source_row": "", "file": removed["path"], "findings": removed["findings"],
-                                 "reason": "duplicate of a kept image (see duplicate_of)",
-                                 "source": removed["source"], "duplicate_of": removed["duplicate_of"]}))
-    # patients sharing a duplicate image are one group for splitting
-    kept["patient_group"] = patient_groups(df, pairs)[df["path"].isin(kept["path"])].to_numpy()
-    out = kfold_split(kept, folds, seed=seed, group_col="patient_group")
-    out = holdout_split(out, test_size, val_size, seed=seed, group_col="patient_group")
-    problems = check_leakage(out, pairs) + check_leakage(out, group_col="patient_group")
-    if problems:
-        raise RuntimeError(f"{recipe.name}: leakage after splitting:\n" + "\n".join(map(str, problems[:20])))
-    if not is_multilabel(recipe.task):
-        out = out.sort_values(["split", "label", "path"], kind="stable").reset_index(drop=True)
-    skipped_df = pd.concat(skipped, ignore_index=True).fillna("").astype(str)
-    return BuildResult(recipe, out, skipped_df, pairs, used, notes)
+    if not plan:
+        names = "; ".join(f"{s}: {', '.join(tried_names(s))}" for slot in recipe.slots for s in slot.sources)
+        raise FileNotFoundError(f"{recipe.name}: no collection found under {data_root} (folder names tried: "
+                                f"{names}); give folders with --dataset KEY=PATH")
+    entries = [Entry(s, COLLECTIONS[s].adapter, recipe.task, classes=tuple(sorted(c))) for s, c in plan.items()]
+    return Plan(task=recipe.task, target=entries, folds=folds, test_size=test_size, val_size=val_size, seed=seed,
+                prefer=tuple(plan), datasets={k: v for k, v in datasets.items() if k in plan},
+                name=recipe.name), notes
+
+
+def build_recipe(recipe: Recipe, data_root: Path, datasets: dict[str, str] | None = None, seed: int = 0,
+                 folds: int = 5, test_size: float = 0.2, val_size: float = 0.1,
+                 hashes: dict | None = None) -> BuildResult:
+    """Build one recipe's manifest through :func:`cxrlib.data.prepare.prepare`.
+
+    Args:
+        recipe: what to take from where.
+        data_root: root the manifest paths are relative to.
+        datasets: collection -> folder overrides (``--dataset nih=/mnt/nih``).
+        seed, folds, test_size, val_size: split settings.
+        hashes: path -> (sha1, phash) cache shared between recipes.
+    """
+    plan, notes = recipe_plan(recipe, data_root, datasets, seed, folds, test_size, val_size)
+    prep = prepare(plan, data_root, hashes=hashes, progress=True)
+    return BuildResult(recipe, prep.target, prep.set_aside, prep.pairs, prep.folders, notes + prep.notes)
 
 
 def build_all(data_root, out_dir, recipes=None, seed: int = 0, folds: int = 5, test_size: float = 0.2,
-              val_size: float = 0.1, overrides: dict[str, str] | None = None, log=print) -> list[BuildResult]:
+              val_size: float = 0.1, datasets: dict[str, str] | None = None, log=print) -> list[BuildResult]:
     """Build every recipe, write ``<name>.csv``, ``<name>.skipped.csv`` and ``README.md``.
 
     Args:
@@ -201,33 +140,30 @@ def build_all(data_root, out_dir, recipes=None, seed: int = 0, folds: int = 5, t
         out_dir: output folder (``data_manifests/``).
         recipes: names from :data:`RECIPES` (default all).
         seed, folds, test_size, val_size: split settings.
-        overrides: source -> folder, for collections stored under other names.
+        datasets: collection -> folder, for collections stored elsewhere or under other names.
         log: printer for progress lines.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
     if not data_root.is_dir():
         raise FileNotFoundError(f"data root not found: {data_root}")
-    folders = find_sources(data_root, overrides)
-    log(f"collections found under {data_root}: " + ", ".join(f"{s}={p.name}" for s, p in folders.items()))
     names = list(recipes or RECIPES)
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    bad = sorted(set(datasets or {}) - set(COLLECTIONS))
+    if bad:
+        raise ValueError(f"--dataset {bad}: unknown collection; known: {', '.join(COLLECTIONS)}")
     hashes: dict = {}
     results = []
     for name in names:
-        res = build_recipe(RECIPES[name], data_root, folders, seed, folds, test_size, val_size, hashes)
+        res = build_recipe(RECIPES[name], data_root, datasets, seed, folds, test_size, val_size, hashes)
         write_manifest(res.manifest, out_dir / f"{name}.csv")
-        skipped_path = out_dir / f"{name}.skipped.csv"
-        res.skipped.to_csv(skipped_path.with_name(skipped_path.name + ".tmp"), index=False)
-        os.replace(skipped_path.with_name(skipped_path.name + ".tmp"), skipped_path)
-        log(f"{name}: {len(res.manifest)} images, {group_keys(res.manifest).nunique()} patients, "
-            f"{len(res.skipped)} skipped -> {out_dir / (name + '.csv')}")
+        write_csv(out_dir / f"{name}.skipped.csv", res.skipped, index=False)
+        log(f"{name}: {len(res.manifest)} images, {res.manifest['patient_group'].nunique()} patient groups, "
+            f"{len(res.skipped)} set aside -> {out_dir / (name + '.csv')}")
         results.append(res)
     settings = dict(seed=seed, folds=folds, test_size=test_size, val_size=val_size)
-    readme = out_dir / "README.md"
-    readme.with_name("README.md.tmp").write_text(render_readme(results, data_root, settings))
-    os.replace(readme.with_name("README.md.tmp"), readme)
+    write_text(out_dir / "README.md", render_readme(results, data_root, settings))
     return results
 
 
@@ -295,7 +231,8 @@ def render_readme(results: list[BuildResult], data_root: Path, settings: dict) -
         if is_multilabel(res.recipe.task):
             counts = m["findings"].str.split("|").explode().value_counts()
             parts += ["", "Findings (multi-label): " + ", ".join(f"{k} {v}" for k, v in counts.items())]
-        parts += ["", _table(split_summary(m)), "", "Skipped rows by reason:", ""]
+        summary = split_summary(m, "split" if "split" in m.columns else "fold")
+        parts += ["", _table(summary), "", "Skipped rows by reason:", ""]
         reasons = res.skipped.groupby(["source", "reason"]).size().rename("rows").reset_index()
         parts += [f"- {r.source}: {r.reason}: {r.rows}" for r in reasons.itertuples()] or ["- none"]
         parts.append("")

@@ -27,7 +27,8 @@ def _handled(func):
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (CLIError, ManifestError, FileNotFoundError, ValueError, TypeError, KeyError) as exc:
+        except (CLIError, ManifestError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                PermissionError, ValueError, TypeError, KeyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     run.__doc__ = func.__doc__
@@ -44,6 +45,12 @@ def _parse_opts(items: list[str] | None) -> dict:
         low = value.strip().lower()
         opts[key.strip().replace("-", "_")] = {"true": True, "false": False}.get(low, value)
     return opts
+
+
+def _output(path: str | None, what: str = "-o") -> None:
+    """Refuse an output that is a folder before any long work."""
+    if path and Path(path).is_dir():
+        raise CLIError(f"{what} {path}: is a folder; give a file name to write")
 
 
 def _read(path: str) -> pd.DataFrame:
@@ -74,6 +81,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if not root.is_dir():
         raise CLIError(f"dataset folder not found: {root}")
+    _output(args.output)
+    _output(args.skipped, "--skipped")
     try:
         res = build_manifest(args.source, root, task=args.task, **_parse_opts(args.opt))
     except TypeError as exc:  # unknown adapter option
@@ -87,7 +96,9 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     for note in res.notes:
         print(f"  note: {note}")
     if args.skipped:
-        res.skipped.to_csv(args.skipped, index=False)
+        from cxrlib.io import write_csv
+
+        write_csv(args.skipped, res.skipped, index=False)
         print(f"  skipped rows written to {args.skipped}")
     return EXIT_OK
 
@@ -145,16 +156,21 @@ def _check_findings(df, classes) -> list:
 
 def _duplicates_for_check(df, root, args, problems):
     """Duplicate pairs among rows whose file exists (hashing needs --duplicates or hash columns)."""
-    from cxrlib.data.dedup import add_hashes, find_duplicates
-    from cxrlib.data.manifest import Problem
+    from cxrlib.data.dedup import find_duplicates
+    from cxrlib.data.manifest import Problem, leaves_root
 
     has_hashes = {"sha1", "phash"} <= set(df.columns) and (df["phash"] != "").all()
     if not (args.duplicates or has_hashes):
         return None
-    ok = df[[(root / p).is_file() for p in df["path"]]].reset_index(drop=True)
+    ok = df[[not leaves_root(p) and (root / p).is_file() for p in df["path"]]].reset_index(drop=True)
+    bad_hash = {p.line for p in problems if p.column in ("sha1", "phash")}
+    if bad_hash:  # malformed hash cells are reported above; recompute them
+        ok = ok.assign(sha1="", phash="") if args.duplicates else ok.iloc[0:0]
     if args.duplicates:
         try:
-            ok = add_hashes(ok, root)
+            from cxrlib.data.prepare import hash_rows  # decompression bombs named by line
+
+            ok = hash_rows(ok, root)
         except ValueError as exc:
             problems.append(Problem(None, "path", str(exc)))
             return None
@@ -169,17 +185,36 @@ def _duplicates_for_check(df, root, args, problems):
 def cmd_split(args: argparse.Namespace) -> int:
     """Add patient-grouped, class-stratified folds and/or a hold-out split."""
     from cxrlib.data.manifest import write_manifest
-    from cxrlib.data.splits import check_leakage, holdout_split, kfold_split, split_summary
+    from cxrlib.data.splits import check_leakage, group_keys, holdout_split, kfold_split, split_summary
 
     df = _read(args.manifest)
     if not args.folds and not args.test_size and not args.val_size:
         raise CLIError("nothing to do: give --folds K and/or --test-size/--val-size")
+    _output(args.output)
+    if args.label_col not in df.columns:
+        raise CLIError(f"{args.manifest}: --label-col {args.label_col!r} is not a column; columns: "
+                       f"{', '.join(df.columns)}")
+    refused = _crossing_before_split(df)
+    if refused:
+        for p in refused[:20]:
+            print(f"{args.manifest}: {p}", file=sys.stderr)
+        print(f"error: {args.manifest}: {len(refused)} image(s) listed twice; one file must have one row "
+              "(run `cxr data dedup` or remove the repeated rows)", file=sys.stderr)
+        return EXIT_PROBLEMS
+    group_col = "patient_group" if "patient_group" in df.columns and (df["patient_group"] != "").all() \
+        else "patient_id"
     if args.folds:
-        df = kfold_split(df, args.folds, seed=args.seed, label_col=args.label_col)
+        from cxrlib.data.subsets import few_patient_classes
+
+        few = few_patient_classes(df.assign(_g=group_keys(df, group_col)), args.folds, "_g", args.label_col)
+        for cls, n in few.items():
+            print(f"warning: class {cls!r} has {n} patient(s), fewer than {args.folds} folds: "
+                  "some folds have none", file=sys.stderr)
+        df = kfold_split(df, args.folds, seed=args.seed, label_col=args.label_col, group_col=group_col)
     if args.test_size or args.val_size:
         df = holdout_split(df, args.test_size, args.val_size, seed=args.seed, label_col=args.label_col,
-                           keep_existing_test=not args.ignore_existing_test)
-    problems = check_leakage(df)
+                           group_col=group_col, keep_existing_test=not args.ignore_existing_test)
+    problems = check_leakage(df) + (check_leakage(df, group_col=group_col) if group_col != "patient_id" else [])
     if problems:
         for p in problems[:20]:
             print(f"leakage: {p}", file=sys.stderr)
@@ -192,21 +227,44 @@ def cmd_split(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _crossing_before_split(df: pd.DataFrame) -> list:
+    """Rows whose file (same path, or same sha1) is listed again: they could land in two parts."""
+    from cxrlib.data.manifest import Problem, line_of
+
+    problems = []
+    for col in ("path", "sha1"):
+        if col not in df.columns:
+            continue
+        values = df[col].astype(str)
+        again = values.duplicated(keep=False) & (values != "")
+        for value, rows in df.index[again].groupby(values[again]).items():
+            lines = ", ".join(str(line_of(i)) for i in rows)
+            problems.append(Problem(line_of(rows[0]), col, f"the same image file ({col} {value}) is on lines {lines}"))
+    return problems
+
+
 @_handled
 def cmd_dedup(args: argparse.Namespace) -> int:
     """Merge manifests, find exact and near duplicates, keep one image per group."""
-    from cxrlib.data.dedup import add_hashes, drop_duplicates, find_duplicates
-    from cxrlib.data.manifest import write_manifest
+    from cxrlib.data.dedup import drop_duplicates, find_duplicates
+    from cxrlib.data.manifest import ManifestError, hash_problems, write_manifest
+    from cxrlib.data.prepare import hash_rows
 
     frames = [_read(m) for m in args.manifests]
+    for name, frame in zip(args.manifests, frames):
+        bad = hash_problems(frame)
+        if bad:
+            raise ManifestError(name, bad)
     df = pd.concat(frames, ignore_index=True).fillna("")
     root = Path(args.root)
     if not root.is_dir():
         raise CLIError(f"data root not found: {root}")
+    _output(args.output)
+    _output(args.report, "--report")
     dup = df["path"].duplicated()
     if dup.any():
         raise CLIError(f"the manifests list {int(dup.sum())} path(s) twice, e.g. {df.loc[dup, 'path'].iloc[0]}")
-    df = add_hashes(df, root, progress=args.progress)
+    df = hash_rows(df, root, progress=args.progress)
     pairs = find_duplicates(df, root=root, max_distance=args.max_distance, min_correlation=args.min_correlation,
                             cross_source_only=args.cross_source_only)
     prefer = tuple(s for s in (args.prefer or "").split(",") if s)
@@ -218,7 +276,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     for (sa, sb, kind), n in pairs.groupby(["source_a", "source_b", "kind"]).size().items():
         print(f"  {sa} / {sb} {kind}: {n}")
     if args.report:
-        pairs.to_csv(args.report, index=False)
+        from cxrlib.io import write_csv
+
+        write_csv(args.report, pairs, index=False)
         print(f"pairs written to {args.report}")
     return EXIT_OK
 
@@ -241,16 +301,11 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
 @_handled
 def cmd_build_manifests(args: argparse.Namespace) -> int:
     """Regenerate data_manifests/ from a data root of downloaded collections."""
+    from cxrlib.data.adapters.collections import parse_datasets
     from cxrlib.data.build import build_all
 
-    overrides = {}
-    for item in args.dir or []:
-        if "=" not in item:
-            raise CLIError(f"--dir {item!r} is not of the form source=folder")
-        key, value = item.split("=", 1)
-        overrides[key] = value
     build_all(args.data_root, args.output, recipes=args.recipe or None, seed=args.seed, folds=args.folds,
-              test_size=args.test_size, val_size=args.val_size, overrides=overrides)
+              test_size=args.test_size, val_size=args.val_size, datasets=parse_datasets(args.dataset))
     print(f"wrote {args.output}/README.md")
     return EXIT_OK
 
@@ -326,7 +381,9 @@ def register(subparsers) -> None:
     p.add_argument("data_root")
     p.add_argument("-o", "--output", default="data_manifests")
     p.add_argument("--recipe", action="append", help="recipe name (repeatable; default all)")
-    p.add_argument("--dir", action="append", metavar="SOURCE=FOLDER", help="collection stored under another name")
+    p.add_argument("--dataset", "--dir", action="append", metavar="COLLECTION=PATH",
+                   help="folder of a collection stored elsewhere or under another name, e.g. nih=/mnt/nih "
+                        "(repeatable; default: found by its published folder names)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--test-size", type=float, default=0.2)

@@ -206,7 +206,7 @@ class BadImage:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path} (row {self.index}): {self.reason}"
+        return f"{self.path} (line {self.index + 2}): {self.reason}"  # CSV line, header = line 1
 
 
 class BadImageError(ValueError):

@@ -27,6 +27,16 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
     return parse_key_values(items, "--set", "transfer.train.epochs=3")
 
 
+def _dataset_sets(items: list[str] | None) -> dict[str, str]:
+    """``--dataset nih=/mnt/nih`` as the config override ``data.datasets.nih`` (absolute path, YAML-quoted)."""
+    import json
+    import os
+
+    from cxrlib.data.adapters.collections import parse_datasets
+
+    return {f"data.datasets.{k}": json.dumps(os.path.abspath(v)) for k, v in parse_datasets(items).items()}
+
+
 def _run_one(experiment: str, args: argparse.Namespace) -> int:
     from cxrlib.report.config import ConfigError
     from cxrlib.report.runner import RunFailed, RunInterrupted, run_experiment
@@ -36,7 +46,8 @@ def _run_one(experiment: str, args: argparse.Namespace) -> int:
             resolve_experiment(experiment, getattr(args, "experiments_dir", None)), out=args.out,
             data_root=getattr(args, "data", None),
             smoke=args.smoke, force=args.force, run_id=getattr(args, "run_id", None),
-            overrides=_parse_sets(getattr(args, "set", None)), only=getattr(args, "only", None),
+            overrides={**_parse_sets(getattr(args, "set", None)), **_dataset_sets(getattr(args, "dataset", None))},
+            only=getattr(args, "only", None),
             jobs=args.jobs,
         )
     except RunInterrupted as exc:
@@ -98,6 +109,9 @@ def register(subparsers) -> None:
     p.add_argument("experiment", help="experiment YAML, or a name on the search path (shipped: paper_a, "
                                       "paper_b, paper_a_real, paper_b_real)")
     p.add_argument("--data", metavar="ROOT", help="root folder of the public datasets (real-data configs)")
+    p.add_argument("--dataset", action="append", metavar="COLLECTION=PATH",
+                   help="folder of one collection stored elsewhere or under another name, e.g. nih=/mnt/nih "
+                        "(repeatable; default: found under --data by its published folder names)")
     _common(p)
     p.add_argument("--run-id", help="resume or create this run id (never overwrites another config's run)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -74,7 +74,7 @@ def test_radiography_db(tmp_path):
     assert a == {"normal": 3, "covid19": 2, "other_disease": 2, "pneumonia": 1}
     v = ADAPTERS["radiography-db"](tmp_path, task="paper_b_viral")
     assert v.manifest["label"].value_counts().to_dict() == {"normal": 3, "covid19": 2, "viral_pneumonia": 1}
-    assert v.skip_counts().to_dict() == {"not in paper_b_viral": 2}
+    assert v.skip_counts().to_dict() == {"lung mask (not used)": 8, "not in paper_b_viral": 2}
 
 
 def test_radiography_db_spreadsheets_without_openpyxl_are_noted(tmp_path, monkeypatch):
@@ -108,7 +108,8 @@ def test_kermany(tmp_path):
     # one child, two files (bacteria in train, virus in test): same patient id, different splits
     p1 = m[m["patient_id"] == "kermany:person1"]
     assert sorted(p1["findings"]) == ["bacteria", "virus"] and sorted(p1["split"]) == ["test", "train"]
-    assert res.skip_counts().to_dict() == {"file name does not match the PNEUMONIA naming pattern": 1}
+    assert res.skip_counts().to_dict() == {"file name does not match the PNEUMONIA naming pattern": 1,
+                                           "hidden folder skipped with 1 file(s)": 1}
     viral = ADAPTERS["kermany"](tmp_path, task="paper_b_viral").manifest
     assert sorted(viral["label"]) == ["normal", "normal", "viral_pneumonia", "viral_pneumonia"]
 

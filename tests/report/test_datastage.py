@@ -51,10 +51,11 @@ def test_source_not_built_when_no_strategy_needs_it(tmp_path: Path):
 
 
 def test_real_data_needs_a_root(tmp_path: Path):
-    cfg = {**CFG, "data": {"kind": "real", "target": {"adapters": [{"adapter": "nih", "root": "x"}]}}}
+    cfg = {**CFG, "strategies": {"scratch": {}},
+           "data": {"kind": "real", "target": {"adapters": [{"adapter": "nih", "root": "x"}]}}}
     with pytest.raises(ValueError, match="--data"):
         prepare_data(cfg, tmp_path, tmp_path)
-    with pytest.raises(FileNotFoundError, match="adapter 'nih'"):
+    with pytest.raises(FileNotFoundError, match="collection 'nih'"):
         prepare_data(cfg, tmp_path, tmp_path, data_root=tmp_path)
 
 
@@ -64,3 +65,18 @@ def test_cap_per_class_is_seeded_and_complete():
     assert kept["label"].value_counts().to_dict() == {"a": 4, "b": 3}
     assert sorted(kept["path"].tolist() + aside["path"].tolist()) == sorted(df["path"])
     assert kept.equals(cap_per_class(df, 4, seed=3)[0])
+
+
+def test_run_dataset_option_reaches_the_plan(tmp_path: Path):
+    from cxrlib.report.cli import _dataset_sets
+    from cxrlib.report.config import load_experiment
+    from cxrlib.report.datastage import plan_from_config
+    from cxrlib.report.runner import EXPERIMENTS_DIR
+
+    sets = _dataset_sets([f"nih={tmp_path}/my nih: copy"])
+    cfg = load_experiment(EXPERIMENTS_DIR / "paper_a_real.yaml", smoke=True, overrides=sets)
+    plan = plan_from_config(cfg)
+    assert plan.datasets == {"nih": f"{tmp_path}/my nih: copy"}
+    assert [e.collection for e in plan.target] == ["nih", "covid-chestxray", "figure1"]
+    with pytest.raises(ValueError, match="COLLECTION=PATH"):
+        _dataset_sets(["nih"])

@@ -24,7 +24,7 @@ def metadata_rows(
     df: pd.DataFrame,
     source: str,
     vocabulary: str,
-    image_path: Callable[[dict], str | None],
+    image_path: Callable[[dict, int], str | None],
     skips: Skips,
     views: Iterable[str] | None = FRONTAL_VIEWS,
     allow_blank_view: bool = False,
@@ -35,13 +35,15 @@ def metadata_rows(
     Checks, in this order (the first failing one is the skip reason): modality is X-ray
     (when the column exists), view is frontal, finding is not empty and not dropped by
     ``label_map.csv`` (``todo``), the image file exists, the image was not listed on an
-    earlier row (the Cohen table lists a few images twice, under two patient ids).
+    earlier row (the Cohen table lists a few images twice, under two patient ids), the
+    patient id is not empty.
 
     Args:
         df: the metadata table (strings).
         source: manifest ``source`` value (and patient-id prefix).
         vocabulary: label_map.csv vocabulary of the ``finding`` column.
-        image_path: record -> image path relative to the root, or None if not on disk.
+        image_path: (record, CSV line) -> image path relative to the root, or None if not on
+            disk (raises ValueError for a path that leaves the root).
         skips: collects the skipped rows.
         views: allowed views; None keeps every view.
         allow_blank_view: keep rows whose view is empty.
@@ -74,15 +76,19 @@ def metadata_rows(
         if dropped:
             skips.add(dropped, line, name, findings)
             continue
-        path = image_path(rec)
+        path = image_path(rec, line)
         if path is None:
             skips.add("image file not found", line, name, findings)
+            continue
+        pid = patient(source, rec.get("patientid", ""))
+        if not pid:
+            skips.add("patient id not given", line, path, findings)
             continue
         if path in seen:  # upstream lists some images twice, under two patient ids
             skips.add("image already listed on an earlier row", line, name, findings)
             continue
         seen[path] = line
-        rows.append(dict(path=path, patient_id=patient(source, rec["patientid"]), source=source, view=view,
+        rows.append(dict(path=path, patient_id=pid, source=source, view=view,
                          findings=findings, age=rec.get("age", "").strip(), sex=rec.get("sex", "").strip(),
                          _source_row=line))
     return rows

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrlib.data.adapters._common import AdapterResult, Skips, finish, read_table, require_columns
+from cxrlib.data.adapters._common import (
+    AdapterResult, Skips, finish, inside, read_table, require_columns, scan_images, unlisted,
+)
 from cxrlib.data.adapters._metadata import FRONTAL_VIEWS, metadata_rows
 
 SOURCE = "actualmed"
@@ -35,11 +37,14 @@ def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "utf-8"
     df = read_table(path, encoding=encoding)
     require_columns(df, ("patientid", "finding", "imagename"), path)
 
-    def image_path(rec: dict) -> str | None:
-        rel = Path("images", rec["imagename"].strip())
-        return rel.as_posix() if rec["imagename"].strip() and (root / rel).is_file() else None
+    def image_path(rec: dict, line: int) -> str | None:
+        name = rec["imagename"].strip()
+        rel = inside(root, f"images/{name}", path, line, "imagename") if name else ""
+        return rel if rel and (root / rel).is_file() else None
 
     skips = Skips()
     rows = metadata_rows(df, SOURCE, "actualmed", image_path, skips, views=views, allow_blank_view=True,
                           file_column="imagename")
+    listed = {f"images/{n.strip()}" for n in df["imagename"] if n.strip()}
+    unlisted(scan_images(root / "images", root, skips), listed, "metadata.csv", skips)
     return finish(rows, skips, "actualmed", task)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlib.data.adapters._common import (
-    AdapterResult, Skips, finish, index_images, read_table, require_columns,
+    AdapterResult, Skips, finish, read_table, require_columns, scan_images, unlisted,
 )
 from cxrlib.data.adapters._metadata import FRONTAL_VIEWS, metadata_rows
 
@@ -38,12 +38,21 @@ def build_manifest(root, task=None, views=FRONTAL_VIEWS, encoding: str = "latin-
     path = root / "metadata.csv"
     df = read_table(path, encoding=encoding)
     require_columns(df, ("patientid", "finding"), path)
-    by_stem = {Path(name).stem: rel for name, rel in index_images(root / "images", root).items()}
+    skips = Skips()
+    on_disk = scan_images(root / "images", root, skips)
+    by_stem: dict[str, str] = {}
+    for rel in on_disk:
+        stem = Path(rel).stem
+        if stem in by_stem:
+            skips.add(f"second image for patientid {stem} ({by_stem[stem]} is used)", "", rel)
+        else:
+            by_stem[stem] = rel
 
-    def image_path(rec: dict) -> str | None:
+    def image_path(rec: dict, line: int) -> str | None:
         return by_stem.get(rec["patientid"].strip())
 
-    skips = Skips()
     rows = metadata_rows(df, SOURCE, "figure1", image_path, skips, views=views, allow_blank_view=True,
                           file_column="patientid")
+    listed = {by_stem[p.strip()] for p in df["patientid"] if p.strip() in by_stem}
+    unlisted(list(by_stem.values()), listed, "metadata.csv", skips)
     return finish(rows, skips, "figure1", task)

@@ -21,10 +21,11 @@ published; they are kept as separate ids. The published train/test/val folders f
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from cxrlib.data.adapters._common import AdapterResult, Skips, finish, index_images, patient
+from cxrlib.data.adapters._common import AdapterResult, Skips, finish, patient, scan_images
 
 SOURCE = "kermany"
 SPLITS = {"train": "train", "test": "test", "val": "val"}
@@ -70,21 +71,28 @@ def build_manifest(root, task=None, official_split: bool = True) -> AdapterResul
     skips, rows = Skips(), []
     notes = ["kermany: patient ids derived from file names (personN for pneumonia, IM-NNNN study "
              "prefix for normal); not published as patient ids"]
-    for split_dir in _split_dirs(root):
-        for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            known = cls_dir.name.upper() in ("NORMAL", "PNEUMONIA")
-            for name, rel in sorted(index_images(cls_dir, root).items()):
-                if not known:
-                    skips.add(f"folder {cls_dir.name} is not NORMAL or PNEUMONIA", "", rel)
-                    continue
-                parsed = parse_name(name, cls_dir.name)
-                if parsed is None:
-                    skips.add(f"file name does not match the {cls_dir.name} naming pattern", "", rel)
-                    continue
-                pid, finding = parsed
-                row = dict(path=rel, patient_id=patient(SOURCE, pid), source=SOURCE, view="",
-                           findings=finding, _source_row="")
-                if official_split:
-                    row["split"] = SPLITS[split_dir.name.lower()]
-                rows.append(row)
+    used = [Path(os.path.relpath(d, root)).as_posix() for d in _split_dirs(root)]
+    for rel in scan_images(root, root, skips):
+        split_rel = next((d for d in used if rel.startswith(d + "/") or d == "."), None)
+        rest = rel[len(split_rel) + 1:].split("/") if split_rel not in (None, ".") else rel.split("/")
+        if split_rel is None:
+            skips.add("outside the train|test|val folders used (e.g. a second, nested copy)", "", rel)
+            continue
+        if len(rest) < 2:
+            skips.add("file at the top of a split folder, not in NORMAL or PNEUMONIA", "", rel)
+            continue
+        cls, name = rest[0], rest[-1]
+        if cls.upper() not in ("NORMAL", "PNEUMONIA"):
+            skips.add(f"folder {cls} is not NORMAL or PNEUMONIA", "", rel)
+            continue
+        parsed = parse_name(name, cls)
+        if parsed is None:
+            skips.add(f"file name does not match the {cls} naming pattern", "", rel)
+            continue
+        pid, finding = parsed
+        row = dict(path=rel, patient_id=patient(SOURCE, pid), source=SOURCE, view="",
+                   findings=finding, _source_row="")
+        if official_split:
+            row["split"] = SPLITS[Path(split_rel).name.lower()]
+        rows.append(row)
     return finish(rows, skips, "kermany", task, notes)

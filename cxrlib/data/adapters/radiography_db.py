@@ -22,11 +22,12 @@ from the Cohen collection, so deduplicate when merging).
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from cxrlib.data.adapters._common import AdapterResult, Skips, finish, index_images, patient
+from cxrlib.data.adapters._common import AdapterResult, Skips, finish, patient, scan_images
 
 SOURCE = "radiography-db"
 CLASS_FOLDERS = ("COVID", "COVID-19", "Normal", "NORMAL", "Viral Pneumonia", "Lung_Opacity")
@@ -85,14 +86,22 @@ def build_manifest(root, task=None) -> AdapterResult:
              "patient may cross splits (leakage cannot be ruled out)"]
     urls = _origin_urls(data, notes)
     skips, rows = Skips(), []
-    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-        images_dir = folder / "images" if (folder / "images").is_dir() else folder
-        found = index_images(images_dir, root, recursive=False)
-        for name in sorted(found):
-            stem = Path(name).stem
-            row = dict(path=found[name], patient_id=patient(SOURCE, stem), source=SOURCE, view="",
-                       findings=folder.name, _source_row="")
-            if urls:
-                row["origin_url"] = urls.get(stem.casefold(), "")
-            rows.append(row)
+    top = Path(os.path.relpath(data, root)).as_posix()
+    for rel in scan_images(root, root, skips):
+        parts = (rel[len(top) + 1:] if top != "." and rel.startswith(top + "/") else rel).split("/")
+        if top != "." and not rel.startswith(top + "/") or len(parts) < 2:
+            skips.add("file outside the class folders", "", rel)
+            continue
+        if len(parts) > 3 or (len(parts) == 3 and parts[1] != "images"):
+            skips.add("lung mask (not used)" if parts[1] == "masks" else "file in a subfolder other than images/",
+                      "", rel)
+            continue
+        stem = Path(parts[-1]).stem
+        row = dict(path=rel, patient_id=patient(SOURCE, stem), source=SOURCE, view="",
+                   findings=parts[0], _source_row="")
+        if urls:
+            row["origin_url"] = urls.get(stem.casefold(), "")
+        rows.append(row)
+    sheets = {Path(os.path.relpath(p, root)).as_posix() for p in data.glob("*.m?tadata.xlsx")}
+    skips.rows = [r for r in skips.rows if r["file"] not in sheets]  # metadata read above, not skipped
     return finish(rows, skips, "radiography-db", task, notes)
