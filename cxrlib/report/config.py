@@ -125,7 +125,7 @@ def load_experiment(
             check_override(cfg, dotted, parsed, str(path))  # before anything runs, naming the key
         except OverrideError as exc:
             raise ConfigError(str(exc)) from None
-        set_dotted(cfg, dotted, parsed)
+        set_dotted(cfg, dotted, value)  # parses a string once, as checked above
     cfg["smoke"] = bool(smoke)
     cfg["config_file"] = str(path.resolve())
     validate_experiment(cfg, str(path))

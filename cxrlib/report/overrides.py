@@ -27,6 +27,9 @@ class OverrideError(ValueError):
 STAGE_SECTIONS = ("stage", "source", "transfer")
 # Options of the sections above that the orchestration itself reads (not stage options).
 SECTION_KEYS = {"task", "init", "strategy", "exclude_target_patients"}
+# Mappings whose keys are names chosen by the user (``data.datasets.<collection>: PATH``, set by
+# ``cxr run --dataset``): any key is accepted there; the collection name is checked where it is used.
+OPEN_MAPPINGS = {("data", "datasets")}
 POSITIVE = {"image_size", "batch_size", "channels", "epochs", "k", "n", "n_images", "max_images",
             "max_per_class"}
 
@@ -109,6 +112,8 @@ def check_override(cfg: Mapping[str, Any], dotted: str, value: Any, name: str = 
             continue
         if not isinstance(node, Mapping) and node is not None:
             raise OverrideError(f"{where}: {'.'.join(keys[:i])} is a {_kind(node)}, not a mapping")
+        if any(tuple(keys[:len(m)]) == m and len(keys) == len(m) + 1 for m in OPEN_MAPPINGS):
+            return
         start = _stage_prefix(keys)
         expected = _stage_option_kinds(keys[start:]) if start and i >= start - 1 else None
         if expected is None:

@@ -39,3 +39,11 @@ def test_cli_rejects_before_running(tmp_path, capsys):
     code = main(["run", "paper_b", "--smoke", "--out", str(tmp_path), "--set", "stage.image_size=-5"])
     assert code == 2 and "stage.image_size" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run folder was made
+
+
+def test_dataset_paths_are_an_open_mapping():
+    from cxrlib.report.overrides import OverrideError, check_override
+    cfg = {"data": {"kind": "real"}}
+    check_override(cfg, "data.datasets.nih", "/mnt/nih")
+    with pytest.raises(OverrideError, match="no key"):
+        check_override(cfg, "data.datasets.nih.extra", "/mnt/nih")
