@@ -224,3 +224,33 @@ def test_verify_against_pytorch():
 
     result = verify(GRAY, image_size=48, n_images=2)
     assert result["max_abs_logit_diff"] < 1e-4 and result["in_channels"] == 1
+
+
+def test_arnoweng_and_dataparallel_key_styles_are_normalised():
+    """arnoweng/CheXNet: module.densenet121.features...norm.1.weight, classifier.0.weight."""
+    import re
+
+    sd = normalise_keys(read_checkpoint(RGB).state_dict)
+    old = {}
+    for k, v in sd.items():
+        k2 = re.sub(r"\.(norm|conv)([12])\.", r".\1.\2.", k).replace("classifier.", "classifier.0.")
+        old[f"module.densenet121.{k2}"] = v
+    assert any(".norm.1." in k for k in old)
+    back = normalise_keys(old)
+    assert set(back) == set(sd)
+    assert all(np.array_equal(back[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.pt"], "checkpoint not found"),
+    ([str(FIX / "reference.npz")], "without data.pkl is not a torch.save checkpoint"),
+    ([str(RGB), "--classes", "a,b"], "14 outputs but 2 class names"),
+    ([str(GRAY), "--channels", "3"], "1-channel stem"),
+])
+def test_cli_import_errors_exit_2_with_the_reason(tmp_path, capsys, args, message):
+    from cxrlib.cli import main
+
+    assert main(["weights", "import", *args, "-o", str(tmp_path / "m.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "cxr weights import: error:" in err and message in err
+    assert not (tmp_path / "m.h5").exists()
