@@ -75,11 +75,7 @@ class Stub:
 
 @dataclass
 class _StorageType:
-    name: str
-
-    @property
-    def dtype(self):
-        return _STORAGE_DTYPES.get(self.name)
+    name: str  # e.g. FloatStorage (resolved to a dtype in persistent_load)
 
 
 @dataclass
@@ -129,6 +125,14 @@ class _TensorRef:
         if st.bfloat16:  # bfloat16 = upper 16 bits of a float32
             flat = (flat.astype(np.uint32) << 16).view(np.float32)
         item = flat.itemsize
+        if any(int(n) < 0 for n in self.size) or any(int(v) < 0 for v in self.stride):
+            raise CheckpointError(f"storage {st.key}: negative size/stride {self.size}/{self.stride}")
+        if 0 in self.size:
+            return np.zeros(self.size, dtype=flat.dtype)
+        last = self.offset + sum((int(n) - 1) * int(v) for n, v in zip(self.size, self.stride))
+        if self.offset < 0 or last >= flat.size:  # never read outside the storage (as_strided would)
+            raise CheckpointError(f"storage {st.key}: tensor of size {self.size} at offset "
+                                  f"{self.offset} exceeds its {flat.size} elements")
         if not self.size:
             return np.array(flat[self.offset])
         view = np.lib.stride_tricks.as_strided(

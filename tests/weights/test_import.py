@@ -254,3 +254,12 @@ def test_cli_import_errors_exit_2_with_the_reason(tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert "cxr weights import: error:" in err and message in err
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_tensor_views_outside_their_storage_are_refused():
+    from cxrlib.weights.checkpoint import _Storage, _TensorRef
+
+    st = _Storage(np.dtype(np.float32), 6, "0", data=np.arange(6, dtype=np.float32))
+    np.testing.assert_array_equal(_TensorRef(st, 2, (2, 2), (2, 1)).array(), [[2, 3], [4, 5]])
+    with pytest.raises(CheckpointError, match="exceeds its 6 elements"):
+        _TensorRef(st, 3, (2, 2), (2, 1)).array()
