@@ -15,6 +15,7 @@ transfer (Bassi & Attux 2020) keeps the NIH ``Pneumonia`` neuron (output neuron 
 this loss that neuron is trained on its positives instead of collapsing to "absent".
 
 API: ``bce_class_weights(y, classes) -> dict`` (JSON-able, for ``config.json``),
+``bce_class_weights_from_manifest(train_df, classes)``,
 ``WeightedBinaryCrossentropy(pos_weights, neg_weights)``, ``make_loss(name, multi_label, ...)``.
 """
 
@@ -57,6 +58,19 @@ def bce_class_weights(y: np.ndarray, classes: Sequence[str] | None = None) -> di
         "neg_weight": [float(v) for v in pos / n],
         "no_positives": [c for c, v in zip(names, pos) if v == 0],
     }
+
+
+def bce_class_weights_from_manifest(df, classes: Sequence[str]) -> dict[str, Any]:
+    """:func:`bce_class_weights` of a manifest's ``findings`` (the training split's rows),
+    without reading any image (what a source stage passes to ``training.fit(bce_weights=...)``).
+
+    Args:
+        df: manifest rows of the training split (``findings``: ``|``-separated NIH findings).
+        classes: the head's findings in output order (e.g. ``NIH_FINDINGS``).
+    """
+    from cxrlib.data.pipeline import encode_targets
+
+    return bce_class_weights(encode_targets(df, classes, multi_label=True, unknown="ignore"), classes)
 
 
 class WeightedBinaryCrossentropy(keras.losses.Loss):

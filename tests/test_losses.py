@@ -102,3 +102,12 @@ def test_pneumonia_is_among_the_rarest_findings_in_the_full_nih_labels(shared_da
     assert rarest[:2] == ["Hernia", "Pneumonia"]
     i = list(NIH_FINDINGS).index("Pneumonia")
     assert w["positives"][i] == 1431 and w["pos_weight"][i] > 0.98
+
+
+def test_weights_from_manifest_findings_need_no_images():
+    import pandas as pd
+
+    df = pd.DataFrame({"findings": ["Pneumonia|Effusion", "No Finding", "Effusion", "Hernia"]})
+    w = losses.bce_class_weights_from_manifest(df, ["Pneumonia", "Effusion", "Mass"])
+    assert w["positives"] == [1, 2, 0] and w["no_positives"] == ["Mass"]
+    np.testing.assert_allclose(w["pos_weight"], [0.75, 0.5, 1.0])
