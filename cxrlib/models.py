@@ -128,7 +128,7 @@ def _compact_densenet(blocks: Sequence[int], growth_rate: int = 32, init_feature
     from keras.src.applications import densenet  # the generic builder is not re-exported
 
     def build(include_top, weights, input_tensor, **kw):
-        if (growth_rate, init_features) == (32, 64):
+        if (growth_rate, init_features, len(blocks)) == (32, 64, 4):  # keras' builder: 4 blocks
             return densenet.DenseNet(list(blocks), include_top=include_top, weights=weights,
                                      input_tensor=input_tensor, **kw)
         return _densenet_any_growth(input_tensor, blocks, growth_rate, init_features)
@@ -141,12 +141,14 @@ def _densenet_any_growth(x: tf.Tensor, blocks: Sequence[int], growth_rate: int,
     """keras' DenseNet-BC for any growth rate / stem width, with keras.applications' layer names.
 
     ``keras.applications``' ``DenseNet(blocks)`` fixes growth rate 32 and a 64-filter stem;
-    torchvision-layout checkpoints (:mod:`cxrlib.weights`) may use others. This repeats
+    torchvision-layout checkpoints (:mod:`cxrlib.weights`) may use others (and other block
+    counts). This repeats
     keras' stem and reuses its ``conv_block`` / ``transition_block`` unchanged, so every
     layer name (``conv1/conv``, ``conv2_block1_1_conv``, ``pool2_conv``, ``bn``, ``relu``)
     matches ``keras.applications.DenseNet121``. The bottleneck is 4 x growth (bn_size 4).
     """
     from keras.src.applications import densenet
+    from keras.src.utils import layer_utils
 
     y = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(x)
     y = keras.layers.Conv2D(init_features, 7, strides=2, use_bias=False, name="conv1/conv")(y)
@@ -161,8 +163,6 @@ def _densenet_any_growth(x: tf.Tensor, blocks: Sequence[int], growth_rate: int,
             y = densenet.transition_block(y, 0.5, name=f"pool{i + 2}")
     y = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="bn")(y)
     y = keras.layers.Activation("relu", name="relu")(y)  # [B, h, w, C]
-    from keras.src.utils import layer_utils
-
     return keras.Model(layer_utils.get_source_inputs(x), y, name="densenet")
 
 
