@@ -151,9 +151,15 @@ def import_densenet(ref: str | os.PathLike, classes: str | Sequence[str] | None 
         "url": ws.url if ws else None, "citation": ws.citation if ws else None,
         "architecture": spec.to_dict(), "classes": names, "classes_from": how,
         "preprocessing": pre.to_dict(), "bn_epsilon": 1e-5,
+        "image_size": list(imported_size(size)), "trained_image_size": ws.image_size if ws else None,
         "checkpoint_meta": {k: v for k, v in ck.meta.items() if isinstance(v, (int, float, str, bool))},
     }
     return ImportedModel(model, names, pre, head_spec, info)
+
+
+def imported_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """(H, W) of an int or pair."""
+    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
 
 
 def source_model_from_spec(spec: str, image_size: int | Sequence[int], channels: int,
