@@ -124,14 +124,46 @@ def _check_imagenet_available(backbone: str) -> None:
         ) from exc
 
 
-def _compact_densenet(blocks: Sequence[int]):
+def _compact_densenet(blocks: Sequence[int], growth_rate: int = 32, init_features: int = 64):
     from keras.src.applications import densenet  # the generic builder is not re-exported
 
     def build(include_top, weights, input_tensor, **kw):
-        return densenet.DenseNet(list(blocks), include_top=include_top, weights=weights,
-                                 input_tensor=input_tensor, **kw)
+        if (growth_rate, init_features, len(blocks)) == (32, 64, 4):  # keras' builder: 4 blocks
+            return densenet.DenseNet(list(blocks), include_top=include_top, weights=weights,
+                                     input_tensor=input_tensor, **kw)
+        return _densenet_any_growth(input_tensor, blocks, growth_rate, init_features)
 
     return build
+
+
+def _densenet_any_growth(x: tf.Tensor, blocks: Sequence[int], growth_rate: int,
+                         init_features: int) -> keras.Model:
+    """keras' DenseNet-BC for any growth rate / stem width, with keras.applications' layer names.
+
+    ``keras.applications``' ``DenseNet(blocks)`` fixes growth rate 32 and a 64-filter stem;
+    torchvision-layout checkpoints (:mod:`cxrlib.weights`) may use others (and other block
+    counts). This repeats
+    keras' stem and reuses its ``conv_block`` / ``transition_block`` unchanged, so every
+    layer name (``conv1/conv``, ``conv2_block1_1_conv``, ``pool2_conv``, ``bn``, ``relu``)
+    matches ``keras.applications.DenseNet121``. The bottleneck is 4 x growth (bn_size 4).
+    """
+    from keras.src.applications import densenet
+    from keras.src.utils import layer_utils
+
+    y = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(x)
+    y = keras.layers.Conv2D(init_features, 7, strides=2, use_bias=False, name="conv1/conv")(y)
+    y = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="conv1/bn")(y)
+    y = keras.layers.Activation("relu", name="conv1/relu")(y)
+    y = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)))(y)
+    y = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(y)  # [B, H/4, W/4, init_features]
+    for i, n_layers in enumerate(blocks):
+        for j in range(n_layers):  # each unit adds growth_rate channels
+            y = densenet.conv_block(y, growth_rate, name=f"conv{i + 2}_block{j + 1}")
+        if i < len(blocks) - 1:  # halves channels and resolution
+            y = densenet.transition_block(y, 0.5, name=f"pool{i + 2}")
+    y = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="bn")(y)
+    y = keras.layers.Activation("relu", name="relu")(y)  # [B, h, w, C]
+    return keras.Model(layer_utils.get_source_inputs(x), y, name="densenet")
 
 
 _KERAS_FN = {
@@ -163,6 +195,9 @@ def build_model(
     compact_blocks: Sequence[int] = COMPACT_DENSENET_BLOCKS,
     name: str | None = None,
     bn_momentum: float | None = 0.9,
+    growth_rate: int = 32,
+    init_features: int = 64,
+    gray_to_rgb: bool | None = None,
 ) -> keras.Model:
     """Build a flat functional classifier: backbone -> GAP -> Dropout -> Dense 'head'.
 
@@ -185,6 +220,11 @@ def build_model(
             model is much worse in inference mode than in training mode (measured on the
             phantoms after 12 epochs of 15 steps: validation macro-F1 0.26 in inference mode
             vs 0.41 with batch statistics). None keeps the backbone's value.
+        growth_rate, init_features: DenseNet growth rate and stem width of
+            ``compact_densenet`` (keras' 32 and 64 by default; other values come from
+            torchvision-layout checkpoints, see :mod:`cxrlib.weights`).
+        gray_to_rgb: repeat a 1-channel input to 3 channels in front of the backbone
+            (default: only with ImageNet weights).
 
     Returns:
         An uncompiled ``keras.Model`` whose output layer is named ``head``.
@@ -205,13 +245,16 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, name="image")  # [B, H, W, C]
     x = inputs
-    if imagenet and input_shape[-1] == 1:
+    if gray_to_rgb is None:
+        gray_to_rgb = imagenet
+    if gray_to_rgb and input_shape[-1] == 1:
         x = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])  # [B, H, W, 3]
 
     if backbone == "plain_cnn":
         features = _plain_cnn(x)
     else:
-        fn = _compact_densenet(compact_blocks) if backbone == "compact_densenet" else _KERAS_FN[backbone]
+        fn = (_compact_densenet(compact_blocks, growth_rate, init_features)
+              if backbone == "compact_densenet" else _KERAS_FN[backbone])
         base = fn(include_top=False, weights="imagenet" if imagenet else None, input_tensor=x)
         features = base.output  # [B, h, w, C], same graph as `inputs` (flat)
 

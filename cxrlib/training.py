@@ -10,6 +10,9 @@ API (stable):
 - ``get_strategy(name)`` — ``"default"``, ``"mirrored"``, ``"multiworker"``.
 - ``ValidationMetrics``, ``BestWeights``, ``HistoryCSV`` — the Keras callbacks used by fit.
 - ``predict(model, data) -> np.ndarray [N, K]``.
+- ``TrainConfig.loss`` / ``fit(..., bce_weights=...)``: CheXNet's weighted binary
+  cross-entropy for multi-label (NIH 14-finding) stages, see :mod:`cxrlib.losses`;
+  ``TrainResult.loss`` holds the per-finding weights used (record it in ``config.json``).
 
 Validation each epoch (:class:`ValidationMetrics`): one ``model.predict`` pass over the
 validation data gives ``val_loss`` (same cross-entropy as training, no class weights, like
@@ -43,7 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import evaluation, runtime
+from cxrlib import evaluation, losses, runtime
 from cxrlib import transfer
 from cxrlib.io import write_csv
 
@@ -68,6 +71,11 @@ class TrainConfig:
         early_stopping: patience in epochs (0 = off).
         class_weight: weight the loss by inverse class frequency of the training set
             (single-label tasks only).
+        loss: ``"auto"`` (``weighted_bce`` for multi-label heads, categorical cross-entropy
+            for single-label), ``"weighted_bce"`` (CheXNet, Rajpurkar et al. 2017: per finding,
+            positives weighted by N_neg/N and negatives by N_pos/N of the training split; see
+            :func:`cxrlib.losses.bce_class_weights`), ``"bce"`` (unweighted) or
+            ``"categorical_crossentropy"``.
         seed: global seed.
         deterministic: enable TF op determinism.
         distribute: ``"default"``, ``"mirrored"`` or ``"multiworker"``.
@@ -89,6 +97,7 @@ class TrainConfig:
     monitor: str = "val_loss"
     early_stopping: int = 5
     class_weight: bool = True
+    loss: str = "auto"
     seed: int = 0
     deterministic: bool = True
     distribute: str = "default"
@@ -116,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be None, 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.monitor not in ("val_loss", "val_macro_f1"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_macro_f1', got {self.monitor!r}")
+        if self.loss not in losses.LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(losses.LOSSES)}, got {self.loss!r}")
         if self.distribute not in ("default", "mirrored", "multiworker"):
             raise ValueError(f"distribute must be 'default', 'mirrored' or 'multiworker', got {self.distribute!r}")
 
@@ -139,6 +150,7 @@ class TrainResult:
     best_value: float  # value of config.monitor at best_epoch
     phases: list[dict] = field(default_factory=list)  # set_trainable summaries per phase
     seconds: float = 0.0
+    loss: dict = field(default_factory=dict)  # name (+ per-finding weights): record in config.json
 
 
 def get_strategy(name: str = "default") -> tf.distribute.Strategy:
@@ -303,6 +315,7 @@ def fit(
     class_weight: Mapping[int, float] | None = None,
     multi_label: bool | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    bce_weights: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a model phase by phase and restore its best weights.
 
@@ -321,6 +334,9 @@ def fit(
             inverse frequencies of the training targets (single-label only).
         multi_label: sigmoid head; default: inferred from the model's head activation.
         extra_callbacks: more Keras callbacks (after the built-in ones).
+        bce_weights: for ``loss`` ``weighted_bce``: :func:`cxrlib.losses.bce_class_weights` of
+            the training split (e.g. from the manifest's findings); default: computed from
+            ``train_data``'s targets (one pass over the training data).
 
     Returns:
         :class:`TrainResult` with the model (best weights restored) and the history table.
@@ -359,7 +375,10 @@ def fit(
     hist_cb = HistoryCSV(out / "history.csv" if out else None)
     phases = transfer.parse_phases(cfg.phases, cfg.epochs, cfg.lr, cfg.bn)
 
-    loss = keras.losses.BinaryCrossentropy() if multi_label else keras.losses.CategoricalCrossentropy()
+    y_train = None
+    if losses.resolve_loss(cfg.loss, multi_label) == "weighted_bce" and bce_weights is None:
+        y_train = _split_xy(train_ds)[1]
+    loss, loss_info = losses.make_loss(cfg.loss, multi_label, y_train, classes, bce_weights)
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy")] if multi_label else ["accuracy"]
     epoch0, summaries = 0, []
     for i, phase in enumerate(phases):
@@ -395,4 +414,5 @@ def fit(
             print(f"phase {i} done: epoch {last['epoch']} val_loss={last.get('val_loss', float('nan')):.4f} "
                   f"val_macro_f1={last.get('val_macro_f1', float('nan')):.4f}")
     return TrainResult(model=model, history=pd.DataFrame(hist_cb.rows), best_epoch=best_cb.best_epoch,
-                       best_value=float(best_cb.best), phases=summaries, seconds=time.time() - t_start)
+                       best_value=float(best_cb.best), phases=summaries, seconds=time.time() - t_start,
+                       loss=loss_info)

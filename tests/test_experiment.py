@@ -4,6 +4,7 @@ grouped 5-fold run of paper A's 4-class task on the real sample data (skipped wh
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,3 +214,20 @@ def test_imagenet_without_weights_fails_first_naming_the_file(tmp_path, monkeypa
     with pytest.raises(ManifestError, match="not_read.csv"):  # with the fallback it goes on (to the data)
         experiment.run_source_stage(missing, tmp_path / "src2", source_task="nih14", init="imagenet",
                                     backbone="densenet121", imagenet_fallback=True)
+
+
+def test_source_stage_from_a_chexnet_style_checkpoint(tiny, tmp_path):
+    """``source: {init: "checkpoint:PATH"}``: the imported DenseNet is the start (recorded), and
+    the multi-label stage trains with CheXNet's weighted BCE (weights recorded in config.json)."""
+    ckpt = Path(__file__).parent / "weights" / "fixtures" / "densenet_tiny_rgb14.pt"
+    src_dir = tmp_path / "source"
+    m = experiment.run_source_stage(tiny / "source.csv", src_dir, source_task="nih14",
+                                    init=f"checkpoint:{ckpt}", **{**COMMON, "backbone": "densenet121"})
+    assert m["init"]["strategy"] == "checkpoint" and m["init"]["init"] == f"checkpoint:{ckpt}"
+    cfg = json.loads((src_dir / "config.json").read_text())
+    assert cfg["config"]["init_checkpoint"] == f"checkpoint:{ckpt}"
+    assert cfg["loss"]["name"] == "weighted_bce" and cfg["loss"]["classes"] == list(NIH_FINDINGS)
+    # w_pos = N_neg / N per finding, from the training rows
+    assert all(abs(p + n - 1) < 1e-6 for p, n in zip(cfg["loss"]["pos_weight"], cfg["loss"]["neg_weight"]))
+    with pytest.raises(ValueError, match="source init"):
+        experiment.run_source_stage(tiny / "source.csv", tmp_path / "bad", init="chexnet", **COMMON)

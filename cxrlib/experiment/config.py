@@ -60,6 +60,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "positive": "covid19",
     "bootstrap": 1000,
     "imagenet_fallback": False,
+    "init_checkpoint": None,
     "train": {},
 }
 

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from cxrlib import evaluation, models, training, transfer
+from cxrlib import evaluation, losses, models, training, transfer
 from cxrlib.data.selection import oversample, prepare_frame, split_frame, stage_classes
 from cxrlib.experiment.config import resolve_config
 from cxrlib.strategies import SOURCE_METHODS
@@ -133,6 +133,8 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
     info: dict[str, Any] = {}
 
     def model_fn():
+        if cfg["init_checkpoint"]:
+            return _checkpoint_model(cfg, classes, info)
         model, init = transfer.init_model(
             cfg["strategy"], cfg["backbone"], input_shape, classes,
             activation="sigmoid" if multi_label else "softmax",
@@ -149,10 +151,14 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
                    "class_weight": cw, "versions": _versions()}
     write_json(out / "config.json", {**base_record, "status": "running"})
 
+    bce_weights = None  # CheXNet's weighted BCE: per-finding weights from the training rows' findings
+    if multi_label and losses.resolve_loss(cfg["train"].get("loss", "auto"), True) == "weighted_bce":
+        bce_weights = losses.bce_class_weights_from_manifest(parts["train"], classes)
     result = training.fit(model_fn, train_ds, val_ds, classes, cfg["train"], out_dir=out,
-                          class_weight=cw, multi_label=multi_label)
+                          class_weight=cw, multi_label=multi_label, bce_weights=bce_weights)
     models.save_model(result.model, out / "model.h5")
-    write_json(out / "config.json", {**base_record, "init": info, "phases": result.phases, "status": "done"})
+    write_json(out / "config.json", {**base_record, "init": info, "phases": result.phases,
+                                     "loss": result.loss, "status": "done"})
 
     metrics: dict[str, Any] = {"stage": cfg["name"], "strategy": cfg["strategy"], "task": cfg["task"],
                                "fold": cfg["fold"], "init": info, "best_epoch": result.best_epoch,
@@ -178,6 +184,28 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
                                       for k in ("accuracy", "macro_f1")}
     write_json(out / "metrics.json", metrics)  # last: marks the stage complete
     return json.loads(json.dumps(to_jsonable(metrics)))
+
+
+def _checkpoint_model(cfg: Mapping[str, Any], classes, info: dict[str, Any]):
+    """The source model imported from ``cfg['init_checkpoint']`` (see :mod:`cxrlib.weights`).
+
+    Only checkpoints whose input normalisation is the pipeline's own (ImageNet statistics, as
+    keras' DenseNet121 preprocessing: the CheXNet reproductions) are accepted here, because the
+    stage's tf.data pipeline applies ``stage.backbone``'s preprocessing; others are refused
+    with the reason rather than trained on wrongly scaled pixels.
+    """
+    from cxrlib.weights import source_model_from_spec
+
+    imported = source_model_from_spec(cfg["init_checkpoint"], int(cfg["image_size"]), int(cfg["channels"]),
+                                      classes=list(classes))
+    model, _, preprocessing = imported
+    if getattr(preprocessing, "keras_backbone", None) != cfg["backbone"]:
+        raise ValueError(
+            f"{cfg['init_checkpoint']}: its input normalisation ({preprocessing}) is not the one of "
+            f"stage.backbone {cfg['backbone']!r}; set stage.backbone: densenet121 for CheXNet-style "
+            "checkpoints (torchxrayvision's [-1024, 1024] scaling is not supported by the stage pipeline yet)")
+    info.update(strategy="checkpoint", init=cfg["init_checkpoint"], checkpoint=imported.info)
+    return model
 
 
 def _targets(df: pd.DataFrame, classes, multi_label) -> np.ndarray:

@@ -24,16 +24,23 @@ def run_source_stage(manifest: str | os.PathLike, stage_dir: str | os.PathLike,
         stage_dir: output directory.
         source_task: ``"nih14"`` (14 sigmoid outputs, paper B) or ``"normal_disease"``
             (paper A's normal/disease grouping, softmax).
-        init: ``"imagenet"`` or ``"scratch"``. Without the ImageNet weights file an
+        init: ``"imagenet"``, ``"scratch"`` or ``"checkpoint:NAME_URL_OR_PATH"`` (a
+            torchvision-layout DenseNet checkpoint such as CheXNet, imported by
+            :func:`cxrlib.weights.source_model_from_spec`; ``train.epochs: 0`` uses it as is,
+            more epochs fine-tune it on the source data). Without the ImageNet weights file an
             ``imagenet`` source stage fails before reading any data, naming the file to place,
             unless ``imagenet_fallback=True`` is passed: it then starts from scratch and its
             config.json/metrics.json ``init`` records it.
         overwrite: see :func:`run_stage`.
         **config: more stage options (backbone, image_size, train, exclude_patients_of, ...).
     """
-    if init not in ("imagenet", "scratch"):
-        raise ValueError(f"source init must be 'imagenet' or 'scratch', got {init!r}")
+    checkpoint = None
+    if str(init).startswith("checkpoint:"):
+        checkpoint, init = str(init), "scratch"  # the checkpoint replaces the random start
+    elif init not in ("imagenet", "scratch"):
+        raise ValueError(f"source init must be 'imagenet', 'scratch' or 'checkpoint:NAME_URL_OR_PATH', got {init!r}")
     config = {**config, "manifest": manifest, "task": source_task, "strategy": init, "name": "source",
+              "init_checkpoint": checkpoint,
               "keep_neurons": None, "source_dir": None, "positive": None}
     config.pop("fold", None)
     return run_stage(config, stage_dir, overwrite=overwrite)
