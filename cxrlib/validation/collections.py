@@ -1,0 +1,149 @@
+"""External collections: manifests of data never used for training, minus any overlap with it.
+
+An external test set is only external if none of its images or patients took part in training,
+validation or model selection. Public COVID-19 collections re-publish each other's images
+(Cohen et al.'s collection, Figure 1, Actualmed and the Kaggle COVID-19 Radiography Database
+overlap, re-encoded or re-cropped), so before evaluation every external row is checked against
+the run's training data (its source and target manifests, all folds):
+
+1. same file path as a training image -> removed (``same file as a training image``);
+2. exact (SHA-1) or near (perceptual hash verified on pixels) copy of a training image, via the
+   public functions of :mod:`cxrlib.data.dedup` -> removed (``duplicates training image X``);
+3. the patient (``source``, ``patient_id``) has an image in the training data, directly or
+   through a duplicate -> every image of that patient removed;
+4. copies inside the external collection itself -> one kept per group;
+5. rows without a label for the task, or with a label the model does not output -> set aside.
+
+Every removed row is returned with its reason (nothing is dropped silently).
+
+``load_collection`` reads one ``external:`` entry (``{name, adapter, root, task, options,
+labels, optional}``) through :data:`cxrlib.data.adapters.ADAPTERS`; ``labels`` keeps only the
+listed classes (e.g. a Cohen non-COVID hold-out). When the data-preparation path moves
+(``cxrlib/data/prepare.py``), only this function needs to point at it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+REMOVED_COLUMNS = ["collection", "path", "source", "patient_id", "label", "reason"]
+
+
+def _prefix(df: pd.DataFrame, folder: str) -> pd.DataFrame:
+    """Paths relative to the data root (the adapter gives them relative to its folder)."""
+    df = df.copy()
+    df["path"] = [f"{folder}/{p}" for p in df["path"]]
+    return df
+
+
+def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task: str
+                    ) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """Manifest of one external collection, paths relative to ``data_root``.
+
+    Args:
+        entry: ``{name, adapter, root, task (default: the experiment's), options, labels, optional}``.
+        data_root: the ``--data`` folder.
+        task: the experiment's task.
+
+    Returns:
+        (manifest or None when an optional folder is missing, skipped rows with reasons).
+
+    Raises:
+        FileNotFoundError: a non-optional folder is missing.
+        ValueError: unknown adapter (naming the entry).
+    """
+    from cxrlib.data.adapters import ADAPTERS
+
+    name = entry.get("name") or entry["root"]
+    if entry["adapter"] not in ADAPTERS:
+        raise ValueError(f"external.{name}: unknown adapter {entry['adapter']!r}; known: {', '.join(ADAPTERS)}")
+    folder = Path(data_root) / entry["root"]
+    if not folder.is_dir():
+        if entry.get("optional"):
+            return None, pd.DataFrame([{"collection": name, "path": str(folder), "source": "", "patient_id": "",
+                                        "label": "", "reason": "optional collection folder not found"}])
+        raise FileNotFoundError(f"external.{name}: collection folder {folder} not found "
+                                f"(adapter {entry['adapter']!r}); download it under --data {data_root}")
+    res = ADAPTERS[entry["adapter"]](folder, task=entry.get("task", task), **(entry.get("options") or {}))
+    df = _prefix(res.manifest, str(entry["root"])).fillna("")
+    skipped = [res.skipped.assign(collection=name)] if len(res.skipped) else []
+    keep = entry.get("labels")
+    if keep:
+        out = ~df["label"].isin(list(keep))
+        skipped.append(df[out].assign(collection=name, reason=f"label not in external.{name}.labels {list(keep)}"))
+        df = df[~out].reset_index(drop=True)
+    return df, (pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=REMOVED_COLUMNS))
+
+
+def _patient_key(df: pd.DataFrame) -> pd.Series:
+    s, p = df["source"].astype(str), df["patient_id"].astype(str)
+    return pd.Series([pid if pid.startswith(src + ":") else f"{src}:{pid}" for src, pid in zip(s, p)],
+                     index=df.index)
+
+
+def remove_training_overlap(external: pd.DataFrame, training: pd.DataFrame, root: str | os.PathLike,
+                            classes: Sequence[str], collection: str = "external",
+                            max_distance: int | None = None, min_correlation: float | None = None,
+                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """External rows that share nothing with the training data (see the module docstring).
+
+    Args:
+        external: the collection's manifest (paths relative to ``root``).
+        training: every row used for training, validation or selection (source + target).
+        root: data root of both.
+        classes: the model's classes (other labels are set aside).
+        collection: name written in the removed rows.
+        max_distance, min_correlation: near-duplicate settings (default: cxrlib.data.dedup's).
+
+    Returns:
+        (kept rows, removed rows with ``reason``; columns include ``duplicate_of``).
+    """
+    from cxrlib.data import dedup
+
+    kw = {k: v for k, v in (("max_distance", max_distance), ("min_correlation", min_correlation)) if v is not None}
+    removed: list[pd.DataFrame] = []
+
+    def drop(mask, reason, dup_of=None):
+        nonlocal ext
+        part = ext[mask].assign(collection=collection, reason=reason)
+        part["duplicate_of"] = dup_of[mask].to_numpy() if dup_of is not None else ""
+        removed.append(part)
+        ext = ext[~mask].reset_index(drop=True)
+
+    ext = external.reset_index(drop=True).fillna("")
+    drop(ext["label"] == "", "no label for the task")
+    drop(~ext["label"].isin(list(classes)), f"label is not a model class {list(classes)}")
+    train_paths = set(training["path"])
+    drop(ext["path"].isin(train_paths), "same file as a training image")
+    if len(ext):
+        both = pd.concat([training.assign(_part="train"), ext.assign(_part="external")], ignore_index=True).fillna("")
+        both = dedup.add_hashes(both, root)
+        ext = ext.assign(sha1=both["sha1"].iloc[len(training):].to_numpy(),
+                         phash=both["phash"].iloc[len(training):].to_numpy())
+        # cross-part pairs only: the part plays the role of the source (training pairs are not re-verified)
+        pairs = dedup.find_duplicates(both.assign(source=both["_part"]), root=root, cross_source_only=True, **kw)
+        dup_of = {}
+        for a, b in zip(pairs["path_a"], pairs["path_b"]):
+            if a in train_paths:
+                dup_of.setdefault(b, a)
+            elif b in train_paths:
+                dup_of.setdefault(a, b)
+        of = ext["path"].map(dup_of).fillna("")
+        leaked_patients = set(_patient_key(ext[of != ""]))
+        drop((of != "").to_numpy(), "duplicates a training image", of)
+        key = _patient_key(ext)
+        drop(key.isin(set(_patient_key(training))).to_numpy(), "patient has images in the training data")
+        key = _patient_key(ext)
+        drop(key.isin(leaked_patients).to_numpy(), "patient has an image duplicating a training image")
+    if len(ext) > 1:
+        inner = dedup.find_duplicates(ext, root=root, **kw)
+        kept, dups = dedup.drop_duplicates(ext, inner)
+        if len(dups):
+            removed.append(dups.assign(collection=collection, reason="duplicate of another image of the collection"))
+            ext = kept
+    rem = pd.concat(removed, ignore_index=True) if removed else pd.DataFrame(columns=REMOVED_COLUMNS)
+    return ext, rem

@@ -1,0 +1,112 @@
+"""External validation: tables checked against direct computation (scikit-learn), overlap removal."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
+
+from cxrlib.validation import metrics as M
+from cxrlib.validation.collections import remove_training_overlap
+
+CLASSES = ["normal", "pneumonia", "other_disease", "covid19"]
+
+
+def _random(n=120, seed=0, held=(0, 1, 3)):
+    rng = np.random.default_rng(seed)
+    t = rng.choice(held, size=n)
+    prob = rng.dirichlet(np.ones(len(CLASSES)), size=n)
+    prob[np.arange(n), t] += rng.uniform(0, 0.6, n)  # better than chance, not perfect
+    return [CLASSES[i] for i in t], prob / prob.sum(1, keepdims=True), t
+
+
+def test_tables_match_sklearn():
+    labels, prob, t = _random()
+    p = prob.argmax(1)
+    pc = M.per_class_table(labels, prob, CLASSES, n_boot=200).set_index("class")
+    rec = recall_score(t, p, labels=range(4), average=None, zero_division=0)
+    cm = confusion_matrix(t, p, labels=range(4))
+    for k, c in enumerate(CLASSES):
+        if (t == k).any():
+            assert pc.loc[c, "recall"] == pytest.approx(rec[k])
+            assert pc.loc[c, "recall_low"] <= pc.loc[c, "recall"] <= pc.loc[c, "recall_high"]
+        else:  # the collection holds no other_disease: undefined, said so, not dropped
+            assert math.isnan(pc.loc[c, "recall"]) and "no other_disease" in pc.loc[c, "note"]
+        tn = cm.sum() - cm[k].sum() - cm[:, k].sum() + cm[k, k]
+        assert pc.loc[c, "specificity"] == pytest.approx(tn / (cm.sum() - cm[k].sum()))
+    s = M.collection_summary(labels, prob, CLASSES, n_boot=200)
+    assert s["accuracy"] == pytest.approx(accuracy_score(t, p))
+    assert s["accuracy_low"] < s["accuracy"] < s["accuracy_high"]
+    assert s["normal_specificity"] == pytest.approx(rec[0]) and s["n_normal_specificity"] == (t == 0).sum()
+    assert s["positive_specificity"] == pytest.approx(np.mean(p[t != 3] != 3))
+    assert np.array_equal(M.confusion(labels, prob, CLASSES).to_numpy(), cm)
+    pt = M.prediction_table(labels, prob, CLASSES).set_index("true")
+    assert list(pt.index) == ["normal", "pneumonia", "covid19"]
+    assert np.allclose(pt[[f"pred_{c}" for c in CLASSES]].to_numpy(), cm[[0, 1, 3]] / cm[[0, 1, 3]].sum(1, keepdims=True))
+    with pytest.raises(ValueError, match="not model classes"):
+        M.per_class_table(["normal", "cat"], prob[:2], CLASSES)
+
+
+def test_gaps_and_warnings_cross_thresholds():
+    # a source detector: everything external is called covid19 (issue 10's pediatric probe)
+    labels = ["normal"] * 18 + ["pneumonia"] * 3
+    prob = np.tile(np.eye(4)[3], (21, 1))
+    summ = pd.DataFrame([{"model": "m", "collection": "ext", **M.collection_summary(labels, prob, CLASSES, n_boot=0)}])
+    pc = M.per_class_table(labels, prob, CLASSES, n_boot=0).assign(model="m", collection="ext")
+    internal = {"m": M.internal_metrics({"test": {"accuracy": 0.8, "per_class": {"normal": {"recall": 0.7},
+                                                                                "pneumonia": {"recall": 0.6}}}})}
+    gaps = M.gap_table(internal, summ.drop(columns=["predicted"]), pc)
+    g = gaps.set_index("metric")
+    assert g.loc["accuracy", "gap"] == pytest.approx(0.8) and g.loc["recall_normal", "gap"] == pytest.approx(0.7)
+    assert "recall_covid19" not in g.index  # the collection holds no covid19: nothing to compare
+    kinds = {w["kind"] for w in M.external_warnings(summ, gaps)}
+    assert {"normal_specificity", "positive_specificity", "gap:accuracy", "gap:recall_normal"} <= kinds
+    assert "too_few" in kinds  # pneumonia recall rests on 3 images: reported, not judged
+    lenient = M.Thresholds(min_normal_specificity=0.0, min_positive_specificity=0.0, max_gap=1.0)
+    assert M.external_warnings(summ, gaps, lenient) == []
+    with pytest.raises(ValueError, match="unknown key"):
+        M.Thresholds.from_config({"max_gapp": 0.1})
+
+
+def _img(path, seed, size=48):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((8, 8)) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).resize((size, size), Image.BILINEAR).save(path)
+
+
+def test_overlap_with_training_is_removed_and_reported(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        _img(tmp_path / f"train/{i}.png", i)
+    row = dict(view="PA", findings="x", label="normal")
+    train = pd.DataFrame([dict(path=f"train/{i}.png", patient_id=f"p{i}", source="a", **row) for i in range(3)])
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext/copy.png").write_bytes((tmp_path / "train/0.png").read_bytes())  # exact copy
+    Image.open(tmp_path / "train/1.png").resize((64, 64)).save(tmp_path / "ext/near.jpg", quality=95)  # re-encoded
+    _img(tmp_path / "ext/same_patient.png", 10)
+    _img(tmp_path / "ext/new.png", 11)
+    _img(tmp_path / "ext/new_dup.png", 11)
+    _img(tmp_path / "ext/other.png", 12)
+    ext = pd.DataFrame([
+        dict(path="ext/copy.png", patient_id="q1", source="b", **row),
+        dict(path="ext/near.jpg", patient_id="q2", source="b", **row),
+        dict(path="ext/same_patient.png", patient_id="p2", source="a", **row),  # patient a:p2 trained on
+        dict(path="ext/new.png", patient_id="q3", source="b", **row),
+        dict(path="ext/new_dup.png", patient_id="q4", source="b", **row),
+        dict(path="ext/other.png", patient_id="q5", source="b", **{**row, "label": ""}),
+        dict(path="train/2.png", patient_id="q6", source="b", **row),
+    ])
+    kept, removed = remove_training_overlap(ext, train, tmp_path, CLASSES, collection="x")
+    assert kept["path"].tolist() == ["ext/new.png"]
+    why = dict(zip(removed["path"], removed["reason"]))
+    assert why == {"ext/copy.png": "duplicates a training image", "ext/near.jpg": "duplicates a training image",
+                   "ext/same_patient.png": "patient has images in the training data",
+                   "ext/new_dup.png": "duplicate of another image of the collection",
+                   "ext/other.png": "no label for the task", "train/2.png": "same file as a training image"}
+    assert dict(zip(removed["path"], removed["duplicate_of"]))["ext/near.jpg"] == "train/1.png"
+    assert len(kept) + len(removed) == len(ext)  # nothing silently dropped
