@@ -14,6 +14,7 @@ import sys
 _REGISTRARS = (
     ("cxrlib.data.cli", "register"),
     ("cxrlib.report.cli", "register"),
+    ("cxrlib.predict_cli", "register"),
 )
 
 
