@@ -110,3 +110,58 @@ def test_overlap_with_training_is_removed_and_reported(tmp_path):
                    "ext/other.png": "no label for the task", "train/2.png": "same file as a training image"}
     assert dict(zip(removed["path"], removed["duplicate_of"]))["ext/near.jpg"] == "train/1.png"
     assert len(kept) + len(removed) == len(ext)  # nothing silently dropped
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_small_model_on_figure1_and_held_out_cohen_rows(shared_data, tmp_path):
+    """Issue 10's "done when": train on NIH + Cohen COVID rows, evaluate on Figure 1 and on the Cohen
+    non-COVID rows held out of training; the library's tables equal direct computation."""
+    from cxrlib import experiment
+    from cxrlib.data.manifest import write_manifest
+    from cxrlib.data.pipeline import load_images
+    from cxrlib.models import load_model
+    from cxrlib.validation.collections import load_collection
+    from cxrlib.validation.run import evaluate_external
+
+    nih, _ = load_collection({"adapter": "nih", "root": "nih-chestxray14-sample"}, shared_data, "paper_a")
+    cohen, _ = load_collection({"adapter": "covid-chestxray", "root": "covid-chestxray-dataset"}, shared_data,
+                               "paper_a")
+    nih = pd.concat([nih[nih["label"] == c].sample(n=25, random_state=0) for c in CLASSES[:3]])
+    covid = cohen[cohen["label"] == "covid19"].sample(n=25, random_state=0)
+    held_out = cohen[cohen["label"].isin(["normal", "pneumonia", "other_disease"])]  # never trained on
+    train = pd.concat([nih, covid], ignore_index=True).drop(columns=["split", "fold"], errors="ignore")
+    write_manifest(train, tmp_path / "train.csv")
+    stage = tmp_path / "stage"
+    experiment.run_stage({"task": "paper_a", "manifest": str(tmp_path / "train.csv"), "root": str(shared_data),
+                          "image_size": 32, "bootstrap": 0, "test_fraction": 0.2,
+                          "train": {"epochs": 1, "verbose": 0, "tensorboard": False}}, stage)
+    fig1, _ = load_collection({"adapter": "figure1", "root": "figure1-covid-chestxray-dataset"}, shared_data,
+                              "paper_a")
+    kept, removed = {}, []
+    for name, df in (("figure1", fig1), ("cohen_non_covid", held_out)):
+        kept[name], rem = remove_training_overlap(df, train, shared_data, CLASSES, collection=name)
+        assert len(kept[name]) + len(rem) == len(df)
+        removed.append(rem)
+    # the held-out Cohen rows share patients with trained COVID images only when a patient has both
+    assert not set(kept["cohen_non_covid"]["patient_id"]) & set(train["patient_id"])
+    res = evaluate_external({"m": stage}, kept, shared_data, n_boot=100)
+    model = load_model(stage / "model.h5")
+    for name, df in kept.items():
+        x = load_images(df, shared_data, 32, channels=3, backbone="compact_densenet")
+        p = model.predict(x, verbose=0).argmax(1)
+        t = np.array([CLASSES.index(c) for c in df["label"]])
+        row = res.summary.set_index("collection").loc[name]
+        assert row["n"] == len(df) and row["accuracy"] == pytest.approx(accuracy_score(t, p))
+        pc = res.per_class[res.per_class["collection"] == name].set_index("class")
+        rec = recall_score(t, p, labels=range(4), average=None, zero_division=0)
+        for k, c in enumerate(CLASSES):
+            if (t == k).any():
+                assert pc.loc[c, "recall"] == pytest.approx(rec[k])
+        if (t == 0).any():
+            assert row["normal_specificity"] == pytest.approx(np.mean(p[t == 0] == 0))
+        cm = res.confusion[res.confusion["collection"] == name].pivot(index="true", columns="predicted",
+                                                                       values="count")
+        assert np.array_equal(cm.loc[CLASSES, CLASSES].to_numpy(), confusion_matrix(t, p, labels=range(4)))
+    internal = res.gaps[(res.gaps["metric"] == "accuracy")]["internal"].iloc[0]
+    assert internal == pytest.approx(experiment.load_stage(stage, model=False)[2]["test"]["accuracy"])
