@@ -1,6 +1,7 @@
 """External validation: tables checked against direct computation (scikit-learn), overlap removal."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,21 @@ def test_small_model_on_figure1_and_held_out_cohen_rows(shared_data, tmp_path):
         assert np.array_equal(cm.loc[CLASSES, CLASSES].to_numpy(), confusion_matrix(t, p, labels=range(4)))
     internal = res.gaps[(res.gaps["metric"] == "accuracy")]["internal"].iloc[0]
     assert internal == pytest.approx(experiment.load_stage(stage, model=False)[2]["test"]["accuracy"])
+
+
+def test_external_config_block_is_validated_and_planned():
+    from cxrlib.report.config import ConfigError, load_experiment, validate_external
+    from cxrlib.report.plan import build_plan
+
+    cfg = load_experiment(Path(__file__).resolve().parents[1] / "notebooks/experiments/paper_a_real.yaml", smoke=True)
+    plan = {s.id: s for s in build_plan(cfg)}
+    assert "07_external" in plan and "05_heatmaps" in plan["07_external"].depends
+    names = [c["name"] for c in cfg["external"]["collections"]]
+    assert "figure1" in names  # evaluated externally, so never trained on:
+    assert all(a["adapter"] != "figure1" for a in cfg["data"]["target"]["adapters"])
+    validate_external(None)
+    for bad, key in (({"colections": []}, "colections"), ({"collections": [{"adapter": "nope", "root": "x"}]}, "nope"),
+                     ({"collections": [{"adapter": "figure1"}]}, "'root'"),
+                     ({"thresholds": {"max_gapp": 1}}, "max_gapp"), ({"bootstrap": "many"}, "bootstrap")):
+        with pytest.raises(ConfigError, match=key):
+            validate_external(bad, "x.yaml")
