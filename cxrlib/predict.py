@@ -104,7 +104,7 @@ def split_readable(df: pd.DataFrame, root: str | os.PathLike) -> tuple[pd.DataFr
     df = df.reset_index(drop=True)
     report = scan_images(df, root)
     bad_idx = [b.index for b in report.bad]
-    bad = [(str(df["path"].iat[b.index]), b.reason) for b in report.bad]
+    bad = [(b.path, b.reason) for b in report.bad]  # full path: names the file wherever it is
     return df.drop(index=bad_idx).reset_index(drop=True), bad
 
 
@@ -150,21 +150,22 @@ def predict_files(pred: Predictor, paths: Sequence[str | os.PathLike], out_dir: 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = [str(f.resolve()) for f in collect_images(paths)]
-    df = pd.DataFrame({"path": files})
-    good, bad = split_readable(df, "/")
+    files = [f.resolve() for f in collect_images(paths)]
+    root = Path(os.path.commonpath([f.parent for f in files])) if files else Path("/")
+    df = pd.DataFrame({"path": [f.relative_to(root).as_posix() for f in files]})  # short heatmap file names
+    good, bad = split_readable(df, root)
     for path, reason in bad:
         print(f"[cxrlib] unreadable, skipped: {path}: {reason}")
-    prob = predict_frame(pred, good, "/")
-    table = prediction_rows(good["path"].tolist(), prob, pred.classes, pred.multi_label)
+    prob = predict_frame(pred, good, root)
+    table = prediction_rows([str(root / p) for p in good["path"]], prob, pred.classes, pred.multi_label)
     if explain and len(good):
         from cxrlib.explain.batch import explain_manifest
 
-        idx = explain_manifest(good, "/", pred.model_path, out / "heatmaps", methods=[explain],
+        idx = explain_manifest(good, root, pred.model_path, out / "heatmaps", methods=[explain],
                                classes=pred.classes, image_size=pred.image_size, channels=pred.channels,
                                backbone=pred.backbone, resize_mode=pred.resize_mode, model_name=pred.name or "model",
                                progress=progress)
-        png = dict(zip(idx["path"], idx["png"]))
+        png = {str(root / p): f for p, f in zip(idx["path"], idx["png"])}
         folder = Path("heatmaps") / (pred.name or "model") / explain
         table[f"{explain}_png"] = [str(folder / png[p]) if png.get(p) else "" for p in table["path"]]
     csv = io.write_csv(out / "predictions.csv", table, index=False)
