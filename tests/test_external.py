@@ -184,3 +184,24 @@ def test_external_config_block_is_validated_and_planned():
                      ({"thresholds": {"max_gapp": 1}}, "max_gapp"), ({"bootstrap": "many"}, "bootstrap")):
         with pytest.raises(ConfigError, match=key):
             validate_external(bad, "x.yaml")
+
+
+def test_index_shows_external_next_to_internal_with_warnings(tmp_path):
+    from cxrlib.report.index import render_index
+    from cxrlib.validation.run import ExternalResult
+    from cxrlib.validation.stage import write_stage
+
+    labels = ["normal"] * 18
+    prob = np.tile(np.eye(4)[3], (18, 1))  # every external normal called covid19
+    summ = pd.DataFrame([{"model": "scratch/fold0", "collection": "figure1",
+                          **M.collection_summary(labels, prob, CLASSES, n_boot=0)}]).drop(columns=["predicted"])
+    pc = M.per_class_table(labels, prob, CLASSES, n_boot=0).assign(model="scratch/fold0", collection="figure1")
+    gaps = M.gap_table({"scratch/fold0": {"accuracy": 0.81, "recall_normal": 0.7}}, summ, pc)
+    res = ExternalResult(summ, pc, M.prediction_table(labels, prob, CLASSES), gaps, pd.DataFrame(), pd.DataFrame(),
+                         M.external_warnings(summ, gaps), M.Thresholds())
+    verdict = pd.DataFrame([{"model": "scratch", "verdict": "effect without relevance", "evidence": "e"}])
+    write_stage(tmp_path / "stages" / "07_external", res, {"warning": "STRONG confounding: 0.93 vs 0.75"}, verdict)
+    page = render_index(tmp_path)
+    assert 'id="external-headline"' in page and "0.81" in page and "0.00 (n=18)" in page
+    assert "0% of 18 external normal images called normal" in page
+    assert "STRONG confounding" in page and "effect without relevance" in page
