@@ -205,3 +205,11 @@ def test_index_shows_external_next_to_internal_with_warnings(tmp_path):
     assert 'id="external-headline"' in page and "0.81" in page and "0.00 (n=18)" in page
     assert "0% of 18 external normal images called normal" in page
     assert "STRONG confounding" in page and "effect without relevance" in page
+
+
+def test_rate_ci_is_the_evaluation_bootstrap():
+    from cxrlib.evaluation import bootstrap_ci
+
+    hit = np.random.default_rng(1).random(57) < 0.6
+    ci = bootstrap_ci(np.ones(57, int), np.eye(2)[hit.astype(int)], "accuracy", n_boot=300, seed=4)
+    assert M._rate_ci(hit, 300, 4) == pytest.approx((ci["estimate"], ci["low"], ci["high"]))
