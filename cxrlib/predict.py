@@ -17,6 +17,8 @@ API (stable):
   ``gradcam++`` or ``lrp.*``), overlay PNGs under ``out_dir/heatmaps`` via
   :func:`cxrlib.explain.batch.explain_manifest`; ``unreadable.csv`` lists the bad files.
 - ``predict_frame(predictor, df, root) -> prob [N, K]`` (chunked: memory stays bounded).
+- ``training_manifests(predictor, root) -> [paths]``: the manifests the stage (and its source
+  stage) trained on, when their data root is ``root`` (for the overlap check of ``evaluate``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Predictor:
     name: str = ""
     stage_dir: Path | None = None
     metrics: dict = field(default_factory=dict)  # the stage's metrics.json (internal test), if any
+    config: dict = field(default_factory=dict)  # the stage's resolved config (config.json "config")
 
 
 def load_predictor(stage_or_model: str | os.PathLike) -> Predictor:
@@ -62,7 +65,7 @@ def load_predictor(stage_or_model: str | os.PathLike) -> Predictor:
         c = cfg["config"]
         return Predictor(model, p / "model.h5", list(cfg["classes"]), int(c["image_size"]), int(c["channels"]),
                          str(c["backbone"]), str(c.get("resize_mode", "pad")), bool(cfg.get("multi_label")),
-                         name=c.get("name") or p.name, stage_dir=p, metrics=metrics)
+                         name=c.get("name") or p.name, stage_dir=p, metrics=metrics, config=dict(c))
     if not p.is_file():
         raise FileNotFoundError(f"{p}: neither a stage folder nor a model file")
     if (p.parent / "config.json").is_file() and (p.parent / "metrics.json").is_file():
@@ -171,3 +174,18 @@ def predict_files(pred: Predictor, paths: Sequence[str | os.PathLike], out_dir: 
     csv = io.write_csv(out / "predictions.csv", table, index=False)
     io.write_csv(out / "unreadable.csv", pd.DataFrame(bad, columns=["path", "reason"]), index=False)
     return PredictResult(table, bad, csv)
+
+
+def training_manifests(pred: Predictor, root: str | os.PathLike) -> list[Path]:
+    """Manifests of the stage and of its source stage whose data root is ``root`` (else [])."""
+    import json
+
+    out, cfg = [], pred.config
+    while cfg:
+        man = Path(cfg.get("manifest") or "")
+        data_root = Path(cfg.get("root") or man.parent)
+        if man.is_file() and data_root.resolve() == Path(root).resolve():
+            out.append(man)
+        src = Path(cfg.get("source_dir") or "") / "config.json"
+        cfg = json.loads(src.read_text(encoding="utf-8")).get("config", {}) if cfg.get("source_dir") and src.is_file() else {}
+    return out

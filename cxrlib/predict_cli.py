@@ -6,7 +6,8 @@
 ``predict`` writes ``DIR/predictions.csv`` (path, prob_<class>..., pred), overlay PNGs under
 ``DIR/heatmaps`` with ``--explain``, and ``DIR/unreadable.csv``. ``evaluate`` writes
 ``DIR/metrics.json``, ``DIR/index.html`` and the tables of :mod:`cxrlib.validation.run`; rows
-duplicating the ``--training`` manifests (images or patients) are removed first and reported.
+duplicating the training manifests (images or patients) are removed first and reported: those
+given with ``--training``, else the stage's own (and its source stage's) when they live under ``--root``.
 Both name every unreadable file, count it and go on with the others.
 """
 
@@ -36,7 +37,7 @@ def evaluate_stage(stage, manifest, root, out, training=(), n_boot: int = 1000, 
 
     from cxrlib import evaluation, io
     from cxrlib.data.manifest import line_of, read_manifest
-    from cxrlib.predict import load_predictor, split_readable
+    from cxrlib.predict import load_predictor, split_readable, training_manifests
     from cxrlib.validation import Thresholds
     from cxrlib.validation.collections import remove_training_overlap
     from cxrlib.validation.run import evaluate_external, evaluate_page, write_external
@@ -50,6 +51,10 @@ def evaluate_stage(stage, manifest, root, out, training=(), n_boot: int = 1000, 
         print(f"[cxrlib] {manifest}: line {line_of(first)}, field 'label': {lab!r} is not a class of the model "
               f"{pred.classes}; {int((df['label'] == lab).sum())} row(s) set aside")
     notes = []
+    if not training:
+        training = training_manifests(pred, root)
+        if training:
+            notes.append("training manifests found in the stage config(s)")
     if training:
         train = pd.concat([read_manifest(t) for t in training], ignore_index=True)
         df, removed = remove_training_overlap(df, train, root, pred.classes, collection=name)

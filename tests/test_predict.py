@@ -92,3 +92,28 @@ def test_evaluate_writes_metrics_and_page(stage, tmp_path, capsys):
     pred = pd.read_csv(out / "predictions.csv")
     assert rec["metrics"]["accuracy"] == pytest.approx((pred["label"] == pred["pred"]).mean())
     assert "NOT checked" in (out / "index.html").read_text()
+
+
+def test_evaluate_checks_overlap_with_the_stages_own_manifest(stage, tmp_path):
+    import shutil
+
+    from cxrlib import io
+    from cxrlib.predict_cli import evaluate_stage
+
+    from PIL import Image
+
+    _images(tmp_path / "imgs")
+    Image.fromarray((np.random.default_rng(5).random((40, 30)) * 255).astype(np.uint8)).save(tmp_path / "imgs/e.png")
+    rows = [{"path": p, "patient_id": pid, "source": "s", "view": "PA", "findings": "", "label": "normal"}
+            for p, pid in (("imgs/a.png", "1"), ("imgs/c.jfif", "3"), ("imgs/e.png", "4"))]
+    pd.DataFrame(rows[:1]).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    own = tmp_path / "own_stage"
+    shutil.copytree(stage, own)
+    cfg = io.read_json(own / "config.json")
+    cfg["config"].update(manifest=str(tmp_path / "train.csv"), root=str(tmp_path))
+    io.write_json(own / "config.json", cfg)
+    rec = evaluate_stage(own, tmp_path / "m.csv", tmp_path, tmp_path / "ev", n_boot=0)
+    # a.png trained on; the JFIF is a re-encoding of the same pixels as a.png (near copy): both removed
+    assert rec["removed"] == {"duplicates a training image": 1, "same file as a training image": 1}
+    assert rec["n_evaluated"] == 1 and "stage config" in " ".join(rec["notes"])
