@@ -85,6 +85,39 @@ def _patient_key(df: pd.DataFrame) -> pd.Series:
                      index=df.index)
 
 
+def training_copies(external: pd.DataFrame, training: pd.DataFrame, root: str | os.PathLike,
+                    max_distance: int | None = None, min_correlation: float | None = None) -> list[str]:
+    """Per external row, the training image it copies ('' if none): same SHA-1, or perceptual
+    hash within ``max_distance`` bits AND thumbnail correlation >= ``min_correlation``.
+
+    Only external x training pairs are searched (a BallTree on the training hashes, queried by
+    the external ones): the cost grows with the external set, not with the square of the
+    112,120-image NIH training data. Both frames need ``sha1``/``phash`` (:func:`dedup.add_hashes`).
+    """
+    from sklearn.neighbors import BallTree
+
+    from cxrlib.data import dedup
+
+    max_distance = dedup.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    min_correlation = dedup.DEFAULT_MIN_CORRELATION if min_correlation is None else min_correlation
+    by_sha = dict(zip(training["sha1"], training["path"]))
+    out = [by_sha.get(h, "") for h in external["sha1"]]
+    todo = [i for i, o in enumerate(out) if not o]
+    if not todo or len(training) == 0 or max_distance < 0:
+        return out
+    tree = BallTree(dedup.hash_bits(training["phash"]), metric="hamming")  # [N_train, 64]
+    near = tree.query_radius(dedup.hash_bits(external["phash"].iloc[todo]), r=(max_distance + 0.5) / dedup.HASH_BITS)
+    tpaths = training["path"].tolist()
+    for i, cand in zip(todo, near):
+        if len(cand):
+            mine = dedup.thumbnail(Path(root) / external["path"].iat[i])
+            for j in sorted(cand):
+                if dedup.thumbnail_correlation(mine, dedup.thumbnail(Path(root) / tpaths[j])) >= min_correlation:
+                    out[i] = tpaths[j]
+                    break
+    return out
+
+
 def remove_training_overlap(external: pd.DataFrame, training: pd.DataFrame, root: str | os.PathLike,
                             classes: Sequence[str], collection: str = "external",
                             max_distance: int | None = None, min_correlation: float | None = None,
@@ -120,19 +153,8 @@ def remove_training_overlap(external: pd.DataFrame, training: pd.DataFrame, root
     train_paths = set(training["path"])
     drop(ext["path"].isin(train_paths), "same file as a training image")
     if len(ext):
-        both = pd.concat([training.assign(_part="train"), ext.assign(_part="external")], ignore_index=True).fillna("")
-        both = dedup.add_hashes(both, root)
-        ext = ext.assign(sha1=both["sha1"].iloc[len(training):].to_numpy(),
-                         phash=both["phash"].iloc[len(training):].to_numpy())
-        # cross-part pairs only: the part plays the role of the source (training pairs are not re-verified)
-        pairs = dedup.find_duplicates(both.assign(source=both["_part"]), root=root, cross_source_only=True, **kw)
-        dup_of = {}
-        for a, b in zip(pairs["path_a"], pairs["path_b"]):
-            if a in train_paths:
-                dup_of.setdefault(b, a)
-            elif b in train_paths:
-                dup_of.setdefault(a, b)
-        of = ext["path"].map(dup_of).fillna("")
+        ext = dedup.add_hashes(ext, root)
+        of = pd.Series(training_copies(ext, dedup.add_hashes(training.fillna(""), root), root, **kw), index=ext.index)
         leaked_patients = set(_patient_key(ext[of != ""]))
         drop((of != "").to_numpy(), "duplicates a training image", of)
         key = _patient_key(ext)
