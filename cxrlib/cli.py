@@ -15,6 +15,7 @@ _REGISTRARS = (
     ("cxrlib.data.cli", "register"),
     ("cxrlib.report.cli", "register"),
     ("cxrlib.weights.cli", "register"),
+    ("cxrlib.predict_cli", "register"),
 )
 
 

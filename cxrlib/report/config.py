@@ -170,6 +170,46 @@ def validate_experiment(cfg: Mapping[str, Any], name: str = "config") -> None:
             check(str(sname), opts)
         except ValueError as exc:
             raise ConfigError(f"{name}: strategies.{sname}: {exc}") from exc
+    validate_external(cfg.get("external"), name)
+
+
+EXTERNAL_KEYS = {"collections", "thresholds", "bootstrap", "enrichment_threshold", "effect_threshold"}
+EXTERNAL_ENTRY_KEYS = {"name", "collection", "path", "adapter", "root", "task", "options", "labels", "optional"}
+
+
+def validate_external(block: Any, name: str = "config") -> None:
+    """Check the optional ``external:`` block (see :mod:`cxrlib.validation.stage`), naming the key."""
+    if block is None:
+        return
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{name}: external must be a mapping (collections, thresholds, ...)")
+    bad = sorted(set(block) - EXTERNAL_KEYS)
+    if bad:
+        raise ConfigError(f"{name}: external: unknown key(s) {bad}; known: {sorted(EXTERNAL_KEYS)}")
+    entries = block.get("collections") or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{name}: external.collections must be a list of {{adapter, root, ...}} entries")
+    from cxrlib.data.adapters import ADAPTERS
+
+    for i, e in enumerate(entries):
+        where = f"{name}: external.collections[{i}]"
+        if not isinstance(e, Mapping) or not ("collection" in e or ("adapter" in e and "root" in e)):
+            raise ConfigError(f"{where}: needs 'collection' (found by its published folder names) "
+                              "or 'adapter' and 'root'")
+        if sorted(set(e) - EXTERNAL_ENTRY_KEYS):
+            raise ConfigError(f"{where}: unknown key(s) {sorted(set(e) - EXTERNAL_ENTRY_KEYS)}")
+        key = e.get("adapter") or e.get("collection")
+        if key not in ADAPTERS:
+            raise ConfigError(f"{where}: {key!r} unknown; known: {', '.join(ADAPTERS)}")
+    try:
+        from cxrlib.validation.metrics import Thresholds
+
+        Thresholds.from_config(block.get("thresholds"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    for key in ("bootstrap", "enrichment_threshold", "effect_threshold"):
+        if key in block and not isinstance(block[key], (int, float)):
+            raise ConfigError(f"{name}: external.{key} must be a number, got {block[key]!r}")
 
 
 def canonical_json(obj: Any) -> str:

@@ -86,6 +86,21 @@ Initialisation: what each strategy actually started from, read from its stages' 
 Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {% endfor %}</p>
 {% else %}<p>No results yet.</p>{% endif %}
 
+{% if external %}<h2>Internal vs external validation</h2>
+{% if external.headline %}<table id="external-headline"><tr>{% for c in external.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in external.headline %}<tr>{% for c in external.columns %}<td{% if c != "model" %} class="num"{% endif %}>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p class="meta">accuracy: internal = the model's own test fold; each external collection = images never trained on
+(overlap with the training data removed{% if external.removed %}: {{ external.removed }}{% endif %}), bootstrap 95 % CI.
+Tables: <a href="stages/07_external/summary.csv">summary</a>, <a href="stages/07_external/per_class.csv">per class</a>,
+<a href="stages/07_external/gaps.csv">gaps</a>, <a href="stages/07_external/predicted.csv">predicted</a>.</p>
+{% else %}<p>No external collection was found or configured (<code>external:</code> block): internal results only.</p>{% endif %}
+{% if external.warnings %}<div class="error" id="external-warnings"><b>External validation warnings</b><ul>
+{% for w in external.warnings %}<li>{{ w.message }}</li>{% endfor %}</ul></div>{% endif %}
+{% if external.source %}<p id="source-classifier"><b>Source classifier:</b> {{ external.source }}</p>{% endif %}
+{% if external.verdicts %}<table id="shortcut-verdicts"><tr><th>model</th><th>shortcut verdict</th><th>evidence</th></tr>
+{% for v in external.verdicts %}<tr><td>{{ v.model }}</td><td><b>{{ v.verdict }}</b></td><td>{{ v.evidence }}</td></tr>{% endfor %}</table>{% endif %}
+{% endif %}
+
 <h2>Key figures</h2>
 {% if figures %}<div class="figs">
 {% for f in figures %}<figure><a href="{{ f.link }}"><img src="{{ f.src }}" alt="{{ f.caption }}"></a>
@@ -157,6 +172,22 @@ def _figures(run_dir: Path, info: dict[str, Any]) -> list[dict[str, str]]:
     return figs
 
 
+def _external(run_dir: Path) -> dict[str, Any] | None:
+    """The ``07_external`` stage's results (cxrlib.validation.stage), or None before it ran."""
+    from cxrlib.io import read_json
+
+    rec = read_json(run_dir / "stages" / "07_external" / "external.json", default=None)
+    if not rec:
+        return None
+    head = rec.get("headline") or []
+    src = rec.get("source_classifier") or {}
+    return {"headline": head, "columns": list(head[0]) if head else [],
+            "warnings": [w for w in rec.get("warnings", []) if w.get("kind") != "too_few"]
+            + [w for w in rec.get("warnings", []) if w.get("kind") == "too_few"],
+            "removed": ", ".join(f"{r['collection']}: {r['n']} {r['reason']}" for r in rec.get("removed", [])),
+            "source": src.get("warning") or src.get("note", ""), "verdicts": rec.get("verdicts") or []}
+
+
 def render_index(run_dir: str | os.PathLike) -> str:
     """The index page of a run as an HTML string."""
     from cxrlib import __version__
@@ -213,7 +244,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
         config_hash=info.get("config_hash", ""), smoke=info.get("smoke", False),
         created=info.get("created", ""), data_text=data_text,
         paper_citation=paper.get("citation", ""), paper_url=paper.get("url", ""),
-        failure=failure, comparison=comparison, summary_rows=summary_rows,
+        failure=failure, comparison=comparison, summary_rows=summary_rows, external=_external(run_dir),
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,

@@ -28,6 +28,7 @@ NOTEBOOKS: dict[str, str] = {
     "evaluation": "04_cross_validation.ipynb",
     "heatmaps": "05_heatmaps.ipynb",
     "summary": "06_summary.ipynb",
+    "external": "07_external.ipynb",
 }
 
 HOLDOUT = -1  # the ``fold`` parameter of a transfer stage on a hold-out split
@@ -144,6 +145,13 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
                             label="heatmaps: Grad-CAM / LRP, scores, shortcut audit",
                             weight=30.0 + 5.0 * int(cfg["heatmaps"].get("n_images", 8))))
         summary_deps.append("05_heatmaps")
+    # external validation, source classifier and shortcut verdict: every real-data run, and any
+    # run with an ``external:`` block (cxrlib.validation.stage)
+    if cfg.get("external") or (cfg.get("data") or {}).get("kind") == "real":
+        stages.append(Stage("07_external", "external", NOTEBOOKS["external"],
+                            depends=tuple(["01_data"] + transfer_ids + (["05_heatmaps"] if cfg.get("heatmaps") else [])),
+                            label="external validation, source classifier, shortcut verdict",
+                            weight=10.0 + 2.0 * len(transfer_ids)))
     stages.append(Stage("06_summary", "summary", NOTEBOOKS["summary"], depends=tuple(summary_deps),
                         label="summary: papers' claims vs this run", weight=8.0))
     return stages

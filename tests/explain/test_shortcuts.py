@@ -100,6 +100,38 @@ def test_source_classifier_on_real_nih_vs_cohen(shared_data):
     assert res.accuracy > 0.8, res.warning  # the collections are trivially separable: a confound
 
 
+def _tables(enrichment, changed, n_masked, n=71, model="m", region="text"):
+    summary = pd.DataFrame([{"model": model, "method": "lrp.epsilon", "region": region, "enrichment": enrichment}])
+    ablation = pd.DataFrame([{"model": model, "region": "none", "n": n, "n_masked": 0, "changed": 0.0},
+                             {"model": model, "region": region, "n": n, "n_masked": n_masked, "changed": changed}])
+    return summary, ablation
+
+
+def test_verdict_relevance_is_not_reliance():
+    # issue 10, measured on the paper B demo: LRP text enrichment 3.98 on a model trained WITHOUT a
+    # text shortcut, masking the text changed 0 of 71 predictions
+    assert SC.shortcut_verdict(*_tables(3.98, 0.0, 71))["verdict"][0] == "relevance without effect"
+    # the same relevance with 20 of 35 masked images flipping: the words are used
+    assert SC.shortcut_verdict(*_tables(3.98, 20 / 71, 35))["verdict"][0] == "relevance and effect"
+    # flips are counted among masked images: 3 flips of 71 overall is 3 of 10 masked (> 20 %)
+    assert SC.shortcut_verdict(*_tables(1.0, 3 / 71, 10))["verdict"][0] == "effect without relevance"
+    assert SC.shortcut_verdict(*_tables(1.0, 0.0, 71))["verdict"][0] == "no evidence"
+    # external failure turns "relevance without effect" into a used shortcut; too_few does not count
+    ext = [{"model": "m", "kind": "normal_specificity", "message": "0% of 18 external normal images called normal"}]
+    v = SC.shortcut_verdict(*_tables(3.98, 0.0, 71), external=ext).iloc[0]
+    assert v["verdict"] == "relevance and effect" and "0% of 18" in v["evidence"]
+    few = [{"model": "m", "kind": "too_few", "message": "x"}]
+    assert SC.shortcut_verdict(*_tables(1.0, 0.0, 71), external=few)["verdict"][0] == "no evidence"
+    assert SC.shortcut_verdict(*_tables(1.0, 0.0, 71), external=ext)["verdict"][0] == "effect without relevance"
+    assert set(SC.VERDICTS) >= set(SC.shortcut_verdict(*_tables(3.0, 0.5, 10))["verdict"])
+    # judged against a same-size control box: masking anything flips 30 % of this fragile model
+    s, a = _tables(3.98, 3 / 71, 10)
+    a = pd.concat([a, pd.DataFrame([{"model": "m", "region": "text_control", "n": 71, "n_masked": 10,
+                                     "changed": 2 / 71}])], ignore_index=True)
+    assert SC.shortcut_verdict(s, a)["verdict"][0] == "relevance without effect"
+    assert np.array_equal(SC.control_masks(np.eye(3, dtype=bool))[0], [False, False, True])
+
+
 def _tiny_cnn(size):
     from tensorflow import keras
 
@@ -136,7 +168,7 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     classes = list(task_classes("paper_b"))
     covid = classes.index("covid19")
     size = 64
-    summary, drops, use = {}, {}, {}
+    summary, drops, use, ablations = {}, {}, {}, []
     for p in (1.0, 0.0):
         root = tmp_path / f"p{p}"
         df = read_manifest(generate_phantoms(root, "paper_b", n=200, image_size=size, shortcut_strength=p,
@@ -160,8 +192,16 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
         audit = SC.shortcut_audit(rel, test, root, size, model=f"p={p}", method="lrp.epsilon")
         summary[p] = SC.audit_summary(audit).set_index("region")
         text, _ = SC.text_masks(test, root, size)
-        drops[p] = SC.masked_accuracy(model, x[te], y[te], {"text": text}).set_index("region").loc["text", "delta"]
+        abl = SC.masked_accuracy(model, x[te], y[te], {"text": text, "text_control": SC.control_masks(text)}
+                                 ).assign(model=f"p={p}")
+        ablations.append(abl)
+        drops[p] = abl.set_index("region").loc["text", "delta"]
     assert use[1.0] > 0.5 > use[0.0]  # the shortcut model does use the marker
     assert summary[1.0].loc["text", "flagged"], summary[1.0]
     assert not summary[0.0].loc["text", "flagged"], summary[0.0]
     assert drops[1.0] < drops[0.0]  # masking the words hurts the shortcut model more
+    # the verdict tells them apart: relevance on the text AND an effect of masking it only for the shortcut model
+    both = pd.concat([summary[q].reset_index() for q in summary], ignore_index=True)
+    verdict = SC.shortcut_verdict(both, pd.concat(ablations, ignore_index=True)).set_index("model")["verdict"]
+    assert verdict["p=1.0"] == "relevance and effect", verdict
+    assert verdict["p=0.0"] in ("no evidence", "relevance without effect"), verdict
