@@ -125,6 +125,7 @@ class _Scene:
 
     def __init__(self, a: dict, v: dict, size: int, rng: np.random.Generator):
         self.a, self.v, self.S, self.rng = a, v, size, rng
+        self.conspicuity = 1.0  # lesion attenuation multiplier (see render_phantom)
         g = (np.arange(size) + 0.5) / size * 2.0 - 1.0
         yi, xi = np.meshgrid(g, g, indexing="ij")  # [S,S] image coordinates
         xi, yi = (xi - v["sx"]) / v["zoom"], (yi - v["sy"]) / v["zoom"]

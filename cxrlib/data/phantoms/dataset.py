@@ -93,6 +93,7 @@ def generate_phantoms(
     shortcut_text: str = SHORTCUT_TEXT,
     lr_marker_rate: float = 0.6,
     class_fractions: Mapping[str, float] | None = None,
+    conspicuity: float = 1.0,
 ) -> Path:
     """Generate a phantom chest X-ray dataset: PNG images, lesion masks and a manifest.
 
@@ -119,6 +120,9 @@ def generate_phantoms(
         lr_marker_rate: fraction of images with an (uncorrelated) "L"/"R" laterality marker.
         class_fractions: wanted fraction of images per class (target tasks; default equal);
             in the source task the fraction of ``No Finding`` images is 0.25.
+        conspicuity: multiplier of every lesion's attenuation (1 = the calibrated default with
+            subtle cases; the quick demo uses more so that small models at 48 px learn in a few
+            epochs). Changes the pixels of abnormal images only, never a mask or a label.
 
     Returns:
         Path of the written manifest.csv.
@@ -129,6 +133,8 @@ def generate_phantoms(
     classes = task_classes(canon)
     if shortcut_class is None:
         shortcut_class = "Pneumonia" if multi else "covid19"
+    if not isinstance(conspicuity, (int, float)) or not 0.0 < float(conspicuity) <= 10.0:
+        raise ValueError(f"conspicuity must be a number in (0, 10], got {conspicuity!r}")
     _validate_args(task, n, image_size, shortcut_strength, tuple(images_per_patient), shortcut_base_rate,
                    NIH_FINDINGS if multi else classes, shortcut_class)
     if class_fractions is not None:
@@ -187,7 +193,7 @@ def generate_phantoms(
             irng = np.random.default_rng([seed, tcode, 2, idx])
             view = sample_view(irng, domain)
             ph = render_phantom(p["anat"], view, p["findings"], image_size, seed=int(irng.integers(2**31)),
-                                subtype=p["subtype"])
+                                subtype=p["subtype"], conspicuity=float(conspicuity))
             # shortcut and laterality markers: their own stream (p changes nothing else)
             mrng = np.random.default_rng([seed, tcode, 3, idx])
             image = ph.image
@@ -210,7 +216,7 @@ def generate_phantoms(
                 shortcut_strength=shortcut_strength, shortcut_class=shortcut_class, shortcut_base_rate=base,
                 shortcut_text=shortcut_text, lr_marker_rate=lr_marker_rate,
                 images_per_patient=list(images_per_patient), patients=len(patients),
-                class_fractions=dict(class_fractions) if class_fractions else None)
+                class_fractions=dict(class_fractions) if class_fractions else None, conspicuity=conspicuity)
     write_json(out_dir / "phantoms.json", meta)
     return manifest
 

@@ -31,7 +31,8 @@ def _code(name: str) -> int:
 # Each finding: optional `pre` (changes patient anatomy before drawing) and a `draw` function
 # drawing into the scene (adds attenuation to sc.mu and its support to sc.lesion).
 def _add(sc: _Scene, support: np.ndarray, density, thresh: float = 0.5) -> None:
-    sc.mu += density
+    """Add a lesion's attenuation (times the scene's conspicuity) and its support to the mask."""
+    sc.mu += density if sc.conspicuity == 1.0 else sc.conspicuity * density
     sc.lesion = np.maximum(sc.lesion, (support > thresh).astype(float))
 
 

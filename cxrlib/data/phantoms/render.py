@@ -34,6 +34,7 @@ def render_phantom(
     image_size: int = 128,
     seed: int = 0,
     subtype: str = "",
+    conspicuity: float = 1.0,
 ) -> PhantomImage:
     """Draw one phantom radiograph and its lesion mask.
 
@@ -44,6 +45,8 @@ def render_phantom(
         image_size: side of the square image in pixels.
         seed: seed of this image's noise and texture.
         subtype: ``bacterial`` or ``viral`` when ``Pneumonia`` is among the findings.
+        conspicuity: multiplier of every lesion's attenuation (1 = the calibrated default, where
+            some cases are subtle; 2-3 makes lesions obvious at 32-48 px, for quick lessons).
     """
     a = dict(patient)
     findings = [f for f in findings if f and f != NO_FINDING]
@@ -52,6 +55,7 @@ def render_phantom(
             _PRE[f](a, np.random.default_rng([a["lesion_seed"], _code(f), 0]))
     rng = np.random.default_rng(seed)
     sc = _Scene(a, view, image_size, rng)
+    sc.conspicuity = float(conspicuity)
     _draw_anatomy(sc)
     sev = view["severity"]
     for f in findings:
