@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["paired_folds", "early_area", "early_advantage", "kept_class_advantage", "claims_table",
+__all__ = ["paired_folds", "early_area", "early_advantage", "kept_class_advantage", "claims_table", "claims_markdown",
            "CLAIM_COLUMNS"]
 
 CLAIM_COLUMNS = ["claim", "paper", "statistic", "a", "b", "metric", "n_folds", "mean_a", "mean_b",
@@ -243,3 +243,23 @@ def claims_table(metrics: pd.DataFrame, histories: pd.DataFrame, specs: Iterable
         row["supported"] = None if expect == "any" else bool(diff > 0 and np.isfinite(p) and p < alpha)
         rows.append({**row, "claim": spec.get("claim", kind), "paper": spec.get("paper", "")})
     return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS + ["p_wilcoxon", "per_fold"])
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table of :func:`claims_table` for a notebook or the report index.
+
+    Columns: claim, statistic, a vs b, difference ± spread (over folds), p (paired t-test),
+    folds where a wins, and the verdict (``supported`` / ``not shown`` / ``reported``).
+    """
+    lines = ["| claim | statistic | a vs b | a − b (± sd over folds) | p | a ahead in | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        verdict = {True: "**supported**", False: "not shown"}.get(r["supported"], "reported (sign as found)")
+        diff = f"{_fmt(r['difference'], '+.3f')} ± {_fmt(r['spread'])}"
+        lines.append(f"| {r['claim']} | {r['statistic']} | {r['a']} vs {r['b']} ({_fmt(r['mean_a'])} vs "
+                     f"{_fmt(r['mean_b'])}) | {diff} | {_fmt(r['p_value'], '.3g')} | {r['wins']} folds | {verdict} |")
+    return "\n".join(lines)

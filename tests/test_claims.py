@@ -102,3 +102,12 @@ def test_claims_table_supported_only_with_sign_and_p():
         claims.claims_table(m, h, [{"claim": "x", "kind": "paired_folds", "a": "nope", "b": "scratch"}])
     with pytest.raises(ValueError, match="kind must be one of"):
         claims.claims_table(m, h, [{"kind": "t_test", "a": "a", "b": "b"}])
+
+
+def test_claims_markdown_one_row_per_claim_with_verdict():
+    m = _metrics({"scratch": [0.5, 0.55, 0.48, 0.6, 0.52], "domain_extension": [0.61, 0.66, 0.57, 0.7, 0.62]})
+    t = claims.claims_table(m, pd.DataFrame(), [{"claim": "DETL beats scratch", "kind": "paired_folds",
+                                                 "a": "domain_extension", "b": "scratch"}])
+    md = claims.claims_markdown(t).splitlines()
+    assert len(md) == 3 and "DETL beats scratch" in md[2] and "**supported**" in md[2]
+    assert "+0.102 ±" in md[2] and "5/5 folds" in md[2]

@@ -84,7 +84,7 @@ Package layout: :mod:`~cxrlib.data.phantoms.anatomy` (patient/view samplers, the
 """
 
 from cxrlib.data.phantoms.anatomy import sample_patient, sample_view
-from cxrlib.data.phantoms.dataset import PHANTOM_VERSION, contact_sheet, generate_phantoms
+from cxrlib.data.phantoms.dataset import PHANTOM_VERSION, contact_sheet, generate_phantoms, shortcut_twin
 from cxrlib.data.phantoms.findings import COVID_FINDING, NO_FINDING, OTHER_FINDINGS
 from cxrlib.data.phantoms.markers import SHORTCUT_TEXT, burn_markers, draw_text_marker
 from cxrlib.data.phantoms.render import PhantomImage, render_phantom
@@ -92,5 +92,5 @@ from cxrlib.data.phantoms.render import PhantomImage, render_phantom
 __all__ = [
     "PHANTOM_VERSION", "SHORTCUT_TEXT", "NO_FINDING", "COVID_FINDING", "OTHER_FINDINGS",
     "sample_patient", "sample_view", "render_phantom", "PhantomImage", "draw_text_marker", "burn_markers",
-    "generate_phantoms", "contact_sheet",
+    "generate_phantoms", "shortcut_twin", "contact_sheet",
 ]

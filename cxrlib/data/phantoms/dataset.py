@@ -21,7 +21,7 @@ from cxrlib.data.phantoms.findings import COVID_FINDING, NO_FINDING, OTHER_FINDI
 from cxrlib.data.phantoms.markers import SHORTCUT_TEXT, burn_markers
 from cxrlib.data.phantoms.render import render_phantom
 from cxrlib.data.taxonomy import NIH_FINDINGS, normalize_task, task_classes
-from cxrlib.io import atomic_path, write_json
+from cxrlib.io import atomic_path, read_json, write_json
 
 PHANTOM_VERSION = 1
 _NAME_PREFIX = "P"  # image files are P<patient>_<k>.png
@@ -219,6 +219,48 @@ def generate_phantoms(
                 class_fractions=dict(class_fractions) if class_fractions else None, conspicuity=conspicuity)
     write_json(out_dir / "phantoms.json", meta)
     return manifest
+
+
+def shortcut_twin(phantom_dir: str | os.PathLike, out_dir: str | os.PathLike, shortcut_strength: float = 1.0,
+                  **changes) -> Path:
+    """The same phantom data set with a different text-shortcut strength (the shortcut lesson's pair).
+
+    Regenerates the data set described by ``phantom_dir/phantoms.json`` into ``out_dir`` with
+    ``shortcut_strength`` (and any other ``changes``). Because the markers use their own random
+    stream, the twin has the same patients, labels, lesions and pixels everywhere except the
+    burnt-in text: a model trained on each, on the same split, differs only in what the text
+    could teach it (DeGrave et al. 2021; Bassi & Attux 2020, LRP on words in X-rays).
+
+    Args:
+        phantom_dir: folder written by :func:`generate_phantoms` (has ``phantoms.json``).
+        out_dir: folder of the twin (must differ from ``phantom_dir``).
+        shortcut_strength: p of the twin (1 = the marker is drawn exactly on the shortcut class).
+        **changes: other arguments of :func:`generate_phantoms` to change.
+
+    Returns:
+        Path of the twin's manifest.csv.
+    """
+    src, out = Path(phantom_dir), Path(out_dir)
+    if src.resolve() == out.resolve():
+        raise ValueError(f"{out}: the twin must go to another folder than {src}")
+    meta_path = src / "phantoms.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: not a phantom data set (no phantoms.json)")
+    meta = read_json(meta_path)
+    if meta.get("version") != PHANTOM_VERSION:
+        raise ValueError(f"{meta_path}: phantom version {meta.get('version')!r}, this cxrlib draws "
+                         f"version {PHANTOM_VERSION}; regenerate the data set")
+    args = dict(task=meta["task"], n=meta["n"], seed=meta["seed"], image_size=meta["image_size"],
+                shortcut_class=meta["shortcut_class"], shortcut_text=meta["shortcut_text"],
+                lr_marker_rate=meta["lr_marker_rate"], images_per_patient=tuple(meta["images_per_patient"]),
+                class_fractions=meta.get("class_fractions"), conspicuity=meta.get("conspicuity", 1.0))
+    # keep the marker rate of the original: its base rate was the class prevalence unless set
+    args["shortcut_base_rate"] = meta["shortcut_base_rate"]
+    unknown = set(changes) - set(args)
+    if unknown:
+        raise ValueError(f"shortcut_twin: unknown change(s) {sorted(unknown)}; known: {sorted(args)}")
+    args.update(changes)
+    return generate_phantoms(out, shortcut_strength=shortcut_strength, **args)
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
