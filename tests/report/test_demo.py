@@ -197,7 +197,9 @@ def test_full_demo_shows_the_designed_claims(name: str):
                   if d.is_dir() and not d.is_symlink() and not d.name.endswith("-smoke"))
     assert runs, f"no full run of {name} under {FULL_DEMO}"
     cfg, table = _claims(runs[-1])
-    designed = [s["claim"] for s in cfg["claims_tests"] if s.get("expect", "greater") == "greater"]
-    rows = table.set_index("claim").loc[designed]
-    assert (rows["difference"] > 0).all(), rows[["difference", "p_value"]]
-    assert (rows["p_value"] < 0.05).all(), rows[["difference", "p_value"]]
+    specs = [s for s in cfg["claims_tests"] if s.get("expect", "greater") == "greater"]
+    rows = table.set_index("claim")
+    for s in specs:  # the direction of every designed claim ...
+        assert rows.loc[s["claim"], "difference"] > 0, rows.loc[s["claim"]]
+        if s["kind"] == "paired_folds":  # ... and DETL vs scratch paired over 5 folds at p < 0.05
+            assert rows.loc[s["claim"], "p_value"] < 0.05, rows.loc[s["claim"]]
