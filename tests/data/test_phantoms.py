@@ -14,6 +14,8 @@ from PIL import Image
 from cxrlib.data.manifest import read_manifest, split_findings, validate_manifest
 from cxrlib.data.phantoms import (
     NO_FINDING,
+    PatientAnatomy,
+    ViewParams,
     generate_phantoms,
     render_phantom,
     sample_patient,
@@ -345,3 +347,12 @@ def test_conspicuity_scales_lesions_only():
     m = weak.mask
     gain = lambda ph: float(ph.image[m].astype(float).mean() - base.image[m].astype(float).mean())  # noqa: E731
     assert gain(strong) > 1.5 * gain(weak) > 0
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_sampled_parameters_are_the_documented_typed_ones(domain):
+    rng = np.random.default_rng(0)
+    a, v = sample_patient(rng, domain), sample_view(rng, domain)
+    assert set(a) == set(PatientAnatomy.__annotations__)
+    assert set(v) == set(ViewParams.__annotations__)
+    assert a["sex"] in ("F", "M") and v["view"] in ("PA", "AP") and len(v["jitter"]) == 2

@@ -83,7 +83,7 @@ Package layout: :mod:`~cxrlib.data.phantoms.anatomy` (patient/view samplers, the
 (patients, classes, files, manifest).
 """
 
-from cxrlib.data.phantoms.anatomy import sample_patient, sample_view
+from cxrlib.data.phantoms.anatomy import PatientAnatomy, ViewParams, sample_patient, sample_view
 from cxrlib.data.phantoms.dataset import PHANTOM_VERSION, contact_sheet, generate_phantoms, shortcut_twin
 from cxrlib.data.phantoms.findings import COVID_FINDING, NO_FINDING, OTHER_FINDINGS
 from cxrlib.data.phantoms.markers import SHORTCUT_TEXT, burn_markers, draw_text_marker
@@ -91,6 +91,7 @@ from cxrlib.data.phantoms.render import PhantomImage, render_phantom
 
 __all__ = [
     "PHANTOM_VERSION", "SHORTCUT_TEXT", "NO_FINDING", "COVID_FINDING", "OTHER_FINDINGS",
-    "sample_patient", "sample_view", "render_phantom", "PhantomImage", "draw_text_marker", "burn_markers",
+    "PatientAnatomy", "ViewParams", "sample_patient", "sample_view", "render_phantom", "PhantomImage",
+    "draw_text_marker", "burn_markers",
     "generate_phantoms", "shortcut_twin", "contact_sheet",
 ]

@@ -9,6 +9,7 @@ ChestX-ray14 (Wang et al. 2017) and the COVID-19 image data collection (Cohen et
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -46,8 +47,60 @@ def _norm_noise(rng, size: int, sigma: float) -> np.ndarray:
     return (g - g.mean()) / (g.std() + 1e-6)
 
 
+class PatientAnatomy(TypedDict):
+    """Patient-level anatomy (drawn once per patient; all of a patient's images share it).
+
+    Lengths are in patient units: the chest spans about [-1, 1] across the image. Findings may add
+    keys before drawing (``dome_shift_r``/``dome_shift_l``, ``med_shift``, ``dome_flat``,
+    ``air_gain``, ``hilum_shift``, ``atel_side``, ``ptx_side``; see :mod:`.findings`).
+    """
+
+    sex: str                # "F" or "M"
+    age: int                # years
+    thorax_hw: float        # half-width of the inner rib margin
+    body_extra: float       # soft tissue lateral to the ribs (habitus)
+    soft: float             # soft-tissue attenuation factor (habitus)
+    apex: float             # y of the lung apices (negative: upper image)
+    dome_r: float           # y of the top of the right hemidiaphragm
+    dome_gap: float         # how much lower the left dome is
+    dome_h: float           # dome convexity (depth of the costophrenic angles)
+    med_hw: float           # half-width of the mediastinum
+    ctr: float              # cardiothoracic ratio (PA; Cardiomegaly raises it to 0.53-0.66)
+    heart_shift: float      # heart offset towards the patient's left
+    hila_y: float           # y of the hila
+    rib_gap: float          # vertical spacing of the posterior ribs
+    rib_th: float           # rib thickness
+    rib_curve: float        # curvature of the posterior ribs
+    spine_hw: float         # half-width of the vertebral column
+    clav_y: float           # y of the clavicles
+    air: float              # attenuation deficit of the aerated lung
+    breast: float           # breast shadow density (0 for men)
+    vessel_seed: int        # seed of the patient's vascular tree
+    lesion_seed: int        # seed of the patient's lesion geometry (same lesions on follow-ups)
+
+
+class ViewParams(TypedDict):
+    """Image-level projection, pose and exposure (drawn per image; the domains differ in ranges)."""
+
+    view: str               # "PA" or "AP" (AP magnifies the heart, raises the clavicles)
+    inspiration: float      # diaphragm shift (negative: deeper inspiration)
+    rot: float              # in-plane rotation, radians
+    zoom: float             # magnification of the chest in the frame
+    sx: float               # horizontal shift of the chest
+    sy: float               # vertical shift of the chest
+    k: float                # detector gain of the log response
+    lo: float               # window: lower level
+    hi: float               # window: upper level
+    gamma: float            # display gamma
+    noise: float            # quantum noise level
+    blur: float             # detector blur (pixels at 128 px, scaled with the image size)
+    border: float           # black collimation border width (fraction of the image; 0 = none)
+    severity: float         # follow-up variation of lesion size/contrast
+    jitter: np.ndarray      # [2] follow-up variation of lesion position
+
+
 # ----------------------------------------------------------------------------- sampling
-def sample_patient(rng: np.random.Generator, domain: str = "source") -> dict:
+def sample_patient(rng: np.random.Generator, domain: str = "source") -> PatientAnatomy:
     """Draw patient-level anatomy (shared by all images of a patient).
 
     Args:
@@ -81,7 +134,7 @@ def sample_patient(rng: np.random.Generator, domain: str = "source") -> dict:
     )
 
 
-def sample_view(rng: np.random.Generator, domain: str = "source", view: str | None = None) -> dict:
+def sample_view(rng: np.random.Generator, domain: str = "source", view: str | None = None) -> ViewParams:
     """Draw image-level projection, pose and exposure; the domains differ in their ranges.
 
     Args:
