@@ -14,10 +14,13 @@ from PIL import Image
 from cxrlib.data.manifest import read_manifest, split_findings, validate_manifest
 from cxrlib.data.phantoms import (
     NO_FINDING,
+    PatientAnatomy,
+    ViewParams,
     generate_phantoms,
     render_phantom,
     sample_patient,
     sample_view,
+    shortcut_twin,
 )
 from cxrlib.data.taxonomy import NIH_FINDINGS, task_classes
 
@@ -97,6 +100,7 @@ def test_rerun_with_fewer_images_removes_stale_files(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(task="paper_c"), "unknown task"),
     (dict(n=0), "n must be"),
+    (dict(conspicuity=0), "conspicuity must be"),
     (dict(shortcut_strength=1.5), "shortcut_strength"),
     (dict(images_per_patient=(3, 1)), "images_per_patient"),
     (dict(shortcut_class="Pneumonia"), "shortcut_class"),
@@ -306,3 +310,49 @@ def test_target_domain_differs_from_source():
     z_tgt, m_tgt = stats("target")
     assert z_tgt.mean() > z_src.mean() + 0.08  # chest fills more of the frame
     assert m_tgt.std() > 1.3 * m_src.std()  # wider spread of exposure / contrast
+
+
+def test_shortcut_twin_differs_only_in_the_text(tmp_path):
+    clean = tmp_path / "clean"
+    generate_phantoms(clean, "paper_b", 12, seed=4, image_size=48, shortcut_strength=0.0, conspicuity=2.0)
+    twin = shortcut_twin(clean, tmp_path / "twin", shortcut_strength=1.0)
+    dc, dt = read_manifest(clean / "manifest.csv"), read_manifest(twin)
+    assert list(dc["path"]) == list(dt["path"]) and list(dc["label"]) == list(dt["label"])
+    assert (dt["shortcut"] == "1").tolist() == (dt["label"] == "covid19").tolist()  # p = 1: text iff COVID-19
+    meta = json.loads((tmp_path / "twin" / "phantoms.json").read_text())
+    assert meta["shortcut_strength"] == 1.0 and meta["conspicuity"] == 2.0
+    for (_, rc), (_, rt) in zip(dc.iterrows(), dt.iterrows()):
+        ic, it = _load(clean, rc["path"]).copy(), _load(tmp_path / "twin", rt["path"]).copy()
+        for box in (rc["text_box"], rt["text_box"]):
+            if box:
+                x, y, w, h = map(int, box.split(","))
+                ic[y:y + h, x:x + w] = it[y:y + h, x:x + w] = 0
+        assert (ic == it).all(), rc["path"]
+    with pytest.raises(ValueError, match="another folder"):
+        shortcut_twin(clean, clean)
+    with pytest.raises(ValueError, match="unknown change"):
+        shortcut_twin(clean, tmp_path / "t2", colour="red")
+    with pytest.raises(FileNotFoundError, match="phantoms.json"):
+        shortcut_twin(tmp_path / "nothing", tmp_path / "t3")
+
+
+def test_conspicuity_scales_lesions_only():
+    rng = np.random.default_rng(5)
+    patient, v = sample_patient(rng, "target"), sample_view(rng, "target", view="PA")
+    base = render_phantom(patient, v, [], 64, seed=5)
+    assert (render_phantom(patient, v, [], 64, seed=5, conspicuity=3.0).image == base.image).all()  # normal: unchanged
+    weak = render_phantom(patient, v, ["COVID-19"], 64, seed=5)
+    strong = render_phantom(patient, v, ["COVID-19"], 64, seed=5, conspicuity=3.0)
+    assert (weak.mask == strong.mask).all() and weak.mask.any()
+    m = weak.mask
+    gain = lambda ph: float(ph.image[m].astype(float).mean() - base.image[m].astype(float).mean())  # noqa: E731
+    assert gain(strong) > 1.5 * gain(weak) > 0
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_sampled_parameters_are_the_documented_typed_ones(domain):
+    rng = np.random.default_rng(0)
+    a, v = sample_patient(rng, domain), sample_view(rng, domain)
+    assert set(a) == set(PatientAnatomy.__annotations__)
+    assert set(v) == set(ViewParams.__annotations__)
+    assert a["sex"] in ("F", "M") and v["view"] in ("PA", "AP") and len(v["jitter"]) == 2

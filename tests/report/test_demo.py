@@ -162,3 +162,57 @@ def test_no_warning_or_stderr_block_in_rendered_notebooks(demo_reports: Path, na
                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
         assert not noisy, (nb_path.name, noisy)
         assert (nb_path.with_suffix(".stderr.log")).is_file(), nb_path.name
+
+
+# ----------------------------------------------------------------------------- the papers' claims
+def _claims(run: Path) -> tuple[dict, pd.DataFrame]:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    path = run / "stages" / "04_cross_validation" / "claims.csv"
+    assert path.is_file(), f"{path}: notebook 4 wrote no claims table"
+    return cfg, pd.read_csv(path)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_claims_statistics_are_computed_shown_and_recomputable(demo_reports: Path, name: str):
+    from cxrlib import claims
+    from cxrlib.report import results
+
+    run = _run_dir(demo_reports, name)
+    cfg, table = _claims(run)
+    specs = cfg.get("claims_tests") or []
+    assert specs, f"{name}: the demo config declares no claims_tests"
+    assert table["claim"].tolist() == [s["claim"] for s in specs]
+    folds = 1 if cfg["split"]["kind"] == "holdout" else int(cfg["split"]["k"])
+    assert (table["n_folds"] == folds).all()
+    assert np.isfinite(table["difference"]).all() and np.isfinite(table["mean_a"]).all()
+    if folds > 1:  # a spread and a paired p for every claim
+        assert np.isfinite(table["spread"]).all() and table["p_value"].between(0, 1).all()
+    # the table is what cxrlib.claims computes from the run's own metrics and histories
+    again = claims.claims_table(results.collect_metrics(run, cfg), results.gather_histories(run, cfg), specs)
+    assert np.allclose(again["difference"], table["difference"], equal_nan=True)
+    assert np.allclose(again["p_value"], table["p_value"], equal_nan=True)
+    # and both the evaluation and the summary notebook show it
+    for stage in ("04_cross_validation", "06_summary"):
+        text = BeautifulSoup((run / "notebooks" / f"{stage}.html").read_text(), "html.parser").get_text()
+        for claim in table["claim"]:
+            assert claim in text, (stage, claim)
+
+
+FULL_DEMO = os.environ.get("CXR_FULL_DEMO_REPORTS")
+
+
+@pytest.mark.skipif(not FULL_DEMO, reason="set CXR_FULL_DEMO_REPORTS to the --out folder of a full "
+                    "`cxr demo` run (not --smoke) to check the directions its design promises")
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_full_demo_shows_the_designed_claims(name: str):
+    """The quick demo is designed so that the transfer claims show: check it on a real run."""
+    runs = sorted(d for d in (Path(FULL_DEMO) / name).iterdir()
+                  if d.is_dir() and not d.is_symlink() and not d.name.endswith("-smoke"))
+    assert runs, f"no full run of {name} under {FULL_DEMO}"
+    cfg, table = _claims(runs[-1])
+    specs = [s for s in cfg["claims_tests"] if s.get("expect", "greater") == "greater"]
+    rows = table.set_index("claim")
+    for s in specs:  # the direction of every designed claim ...
+        assert rows.loc[s["claim"], "difference"] > 0, rows.loc[s["claim"]]
+        if s["kind"] == "paired_folds":  # ... and DETL vs scratch paired over 5 folds at p < 0.05
+            assert rows.loc[s["claim"], "p_value"] < 0.05, rows.loc[s["claim"]]

@@ -1,0 +1,106 @@
+"""Burnt-in text markers on phantoms: the class-correlated shortcut and laterality letters.
+
+Part of :mod:`cxrlib.data.phantoms`. Real COVID-19 collections carry burnt-in words
+("PORTABLE", hospital names, arrows) whose presence correlates with the source collection and so
+with the class (DeGrave et al. 2021, "AI for radiographic COVID-19 detection selects shortcuts over
+signal"); the phantoms reproduce this at a chosen strength to teach and measure shortcut learning.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+SHORTCUT_TEXT = "PORTABLE"
+
+
+# ----------------------------------------------------------------------------- markers
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=max(4, size))
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+@lru_cache(maxsize=64)
+def _fit_font(text: str, image_size: int) -> tuple[ImageFont.ImageFont, tuple[int, int, int, int]]:
+    """Font (size 14 % of the image, shrunk to fit 70 % of its width) and text bbox."""
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    size = max(8, round(image_size * 0.14))
+    while True:
+        font = _font(size)
+        bbox = draw.textbbox((0, 0), text, font=font)
+        if bbox[2] - bbox[0] <= 0.7 * image_size or size <= 4 or not isinstance(font, ImageFont.FreeTypeFont):
+            return font, bbox
+        size -= 1
+
+
+def draw_text_marker(image: np.ndarray, text: str, corner: str, rng: np.random.Generator,
+                     value: int = 245) -> tuple[int, int, int, int]:
+    """Burn ``text`` into ``image`` (in place) near a corner; return its box (x, y, w, h).
+
+    Args:
+        image: [S,S] uint8 image, modified in place.
+        text: the letters to draw.
+        corner: ``top-right``, ``top-left`` (or ``left``/``right`` mid-upper border, used for
+            laterality markers).
+        rng: random stream for the position jitter.
+        value: gray value of the letters.
+    """
+    S = image.shape[0]
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    draw.fontmode = "1"  # crisp, not anti-aliased: burnt-in annotation pixels
+    font, (l, t, r, b) = _fit_font(text, S)
+    w, h = r - l, b - t
+    m = max(2, S // 40)
+    jx, jy = int(rng.integers(0, m + 1)), int(rng.integers(0, m + 1))
+    if corner == "top-right":
+        x0, y0 = S - w - m - jx, m + jy
+    elif corner == "top-left":
+        x0, y0 = m + jx, m + jy
+    elif corner in ("left", "right"):
+        yy = int(S * 0.16) + jy
+        x0, y0 = (m + jx, yy) if corner == "left" else (S - w - m - jx, yy)
+    else:
+        raise ValueError(f"unknown corner {corner!r}")
+    x0, y0 = max(0, x0), max(0, y0)
+    draw.text((x0 - l, y0 - t), text, fill=int(value), font=font)
+    image[...] = np.asarray(pil)
+    return int(x0), int(y0), int(min(w, S - x0)), int(min(h, S - y0))  # clipped to the image
+
+
+def burn_markers(image: np.ndarray, tied: bool, rng: np.random.Generator, shortcut_strength: float,
+                 base_rate: float, lr_marker_rate: float, text: str = SHORTCUT_TEXT) -> tuple[bool, str, str]:
+    """Burn the laterality letter and the shortcut text into ``image`` (in place) by the shortcut rule.
+
+    With probability ``shortcut_strength`` = p the text is drawn **iff** ``tied`` (the image is in
+    the shortcut class), otherwise with probability ``base_rate`` b; with b = the prevalence pi of
+    the shortcut class, the phi correlation between text and class is p in expectation.
+
+    Args:
+        image: [S,S] uint8 image, modified in place.
+        tied: whether the image belongs to the shortcut class.
+        rng: the image's own marker stream (so p changes nothing but the markers).
+        shortcut_strength: p in [0, 1].
+        base_rate: b in [0, 1].
+        lr_marker_rate: probability of an (uncorrelated) "L"/"R" laterality letter.
+        text: the shortcut's letters.
+
+    Returns:
+        (text drawn, text box ``x,y,w,h`` or '', laterality box ``x,y,w,h`` or '').
+    """
+    u_tie, u_base, u_lr = rng.random(3)
+    draw = tied if u_tie < shortcut_strength else bool(u_base < base_rate)
+    lr_box = text_box = ""
+    if u_lr < lr_marker_rate:
+        right = rng.random() < 0.5
+        bx = draw_text_marker(image, "R" if right else "L", "left" if right else "right", rng, value=235)
+        lr_box = ",".join(map(str, bx))
+    if draw:
+        bx = draw_text_marker(image, text, "top-right", rng)
+        text_box = ",".join(map(str, bx))
+    return bool(draw), text_box, lr_box
