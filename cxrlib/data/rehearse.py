@@ -85,6 +85,9 @@ FIGURE1_FINDINGS = {"COVID-19": 35, "": 15, "No finding": 3, "Pneumonia": 2}
 KERMANY_FOLDERS = {("train", "NORMAL"): 1341, ("train", "PNEUMONIA"): 3875, ("test", "NORMAL"): 234,
                    ("test", "PNEUMONIA"): 390, ("val", "NORMAL"): 8, ("val", "PNEUMONIA"): 8}
 
+# fork (Linux): no re-import of the caller's __main__ (scripts without a main guard work); the
+# children run only NumPy/PIL code, never TensorFlow, so forking a process with TF threads is safe
+_START = "fork" if sys.platform.startswith("linux") else "spawn"
 
 @dataclass(frozen=True)
 class Job:
@@ -356,8 +359,8 @@ def _render_all(jobs: list[Job], root: Path, size: int, seed: int, workers: int 
     bar = tqdm(total=len(jobs), desc="rehearse", unit="img", disable=not progress, file=sys.stderr)
     if workers == 1:
         results = (list(map(lambda j: render_job(j, str(root), size, seed), c)) for c in chunks)
-    else:  # spawn: safe even when the caller has TensorFlow threads running
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context(_START))
         results = pool.map(_render_sizes, [(c, str(root), size, seed) for c in chunks])
     try:
         for c, sizes in zip(chunks, results):
