@@ -153,8 +153,9 @@ class MemoryStore:
     def __init__(self, array: np.ndarray):
         self.array = array
 
-    def read(self, i) -> np.ndarray:
-        return self.array[int(i)]
+    def read(self, rows) -> np.ndarray:
+        """Images of ``rows`` [B] -> [B, H, W, planes]."""
+        return self.array[np.asarray(rows, np.int64)]
 
 
 class DiskStore:
@@ -170,9 +171,14 @@ class DiskStore:
         self.item = int(np.prod(shape[1:])) * self.dtype.itemsize
         self.fd = os.open(self.path, os.O_RDONLY)
 
-    def read(self, i) -> np.ndarray:
-        buf = os.pread(self.fd, self.item, self.offset + int(i) * self.item)
-        return np.frombuffer(buf, self.dtype).reshape(self.shape[1:])
+    def read(self, rows) -> np.ndarray:
+        """Images of ``rows`` [B] -> [B, H, W, planes] (one ``pread`` per image, in row order)."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        for k in np.argsort(rows, kind="stable"):
+            flat[k] = np.frombuffer(os.pread(self.fd, self.item, self.offset + int(rows[k]) * self.item), np.uint8)
+        return out
 
     def __del__(self):
         try:
@@ -229,13 +235,16 @@ def build(paths: Sequence[str], infos: Sequence[ImageInfo], spec: CacheSpec, res
         bar.close()
 
 
-def reader(store, spec: CacheSpec):
-    """Graph function ``element row -> stored pixels [H, W, planes]`` reading from ``store``."""
+def read_rows(rows: tf.data.Dataset, store, spec: CacheSpec, block: int = 64) -> tf.data.Dataset:
+    """``(row, target)`` elements -> ``(stored pixels [H, W, planes], target)``, in the same order.
+
+    Rows are read ``block`` at a time (one Python call per block, not per image), then unbatched.
+    """
     dtype = tf.as_dtype(spec.dtype)
 
-    def read(i):
-        x = tf.numpy_function(store.read, [i], dtype, stateful=False)
-        x.set_shape([spec.height, spec.width, spec.planes])
-        return x
+    def read(r, y):
+        x = tf.numpy_function(store.read, [r], dtype, stateful=False)
+        x.set_shape([None, spec.height, spec.width, spec.planes])
+        return x, y
 
-    return read
+    return rows.batch(block).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()

@@ -73,6 +73,19 @@ def _thumb(im, size: int = THUMB_SIZE) -> np.ndarray:
     return ((x - x.mean()) / (x.std() + 1e-9)).astype(np.float32)  # [size*size]
 
 
+def _reduced(im, side: int = 8 * THUMB_SIZE):
+    """``im`` box-reduced by an integer factor to no less than ``side`` px (PIL ``reduce``).
+
+    phash (Lanczos to 32x32) and the thumbnail (bilinear to 32x32) of a 1024 px radiograph cost
+    more than its decode; from a >= 256 px box reduction they are the same up to rounding
+    (measured on the real sample: the same duplicate pairs, correlations within 1e-3).
+    """
+    k = min(im.size) // side
+    if k < 2 or im.mode.startswith(("I", "F")) or im.mode in ("P", "1"):
+        return im
+    return im.reduce(k)
+
+
 def fingerprint(path: str | os.PathLike) -> tuple[str, str, str, np.ndarray]:
     """(sha1, phash, error, thumbnail [1024]) of one file from one read and one decode.
 
@@ -97,7 +110,8 @@ def fingerprint(path: str | os.PathLike) -> tuple[str, str, str, np.ndarray]:
             im.load()  # the one full decode
             if 0 in im.size:
                 return sha1, "", f"zero-size image {im.size}", zeros
-            return sha1, _phash(im), "", _thumb(im)
+            small = _reduced(im)
+            return sha1, _phash(small), "", _thumb(small)
     except UnidentifiedImageError:
         return sha1, "", f"not an image file (first bytes {data[:8]!r})", zeros
     except Exception as exc:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ...

@@ -386,11 +386,10 @@ def make_dataset(
             store = cxr_cache.DiskStore(store_file)
         else:
             store = cxr_cache.build(unique, infos, spec, resize_mode, path=store_file)
-        read = cxr_cache.reader(store, spec)
         ds = tf.data.Dataset.from_tensor_slices((rows, targets))
         if shuffle:  # of row indices: a full shuffle that holds no image
             ds = ds.shuffle(min(n, shuffle_buffer or n), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda r, y: (read(r), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = cxr_cache.read_rows(ds, store, spec)
     ds = ds.map(lambda x, y: (cxr_cache.to_float(x, channels), y), num_parallel_calls=AUTOTUNE, deterministic=True)
 
     if aug is not None:
