@@ -9,7 +9,7 @@ adapter        ``nih.build_manifest`` of the layout (task nih14)
 hashing        ``dedup.add_hashes`` with an empty fingerprint store (one decode per image, all
                cores); ``rehash`` = the same call again (store hit: nothing decoded)
 duplicates     ``dedup.find_duplicates`` (thumbnails from the store, KD-tree + vectorised checks)
-split          ``splits.kfold_split`` (5 folds, grouped by patient)
+split          ``dedup.patient_groups`` + ``splits.kfold_split`` (5 folds, grouped by patient)
 check          ``splits.check_leakage`` with the duplicate pairs, then ``images.scan_images``
 cache          on-disk cache build (``make_dataset(cache=DIR)``), bytes per image and per pixel
 epoch-memory   one epoch of ``make_dataset(cache='memory', shuffle=True)`` feeding a small Keras model
@@ -108,8 +108,9 @@ def run_data(root: Path, store: Path) -> dict:
     with Peak() as p:
         pairs = dedup.find_duplicates(hashed, root=root, store=store)
     out["duplicates"] = (p.wall, p.peak, 0)
-    with Peak() as p:
-        folds = splits.kfold_split(hashed, k=5, seed=0)
+    with Peak() as p:  # patients sharing a duplicate image are one group (as the data stage does)
+        hashed["group"] = dedup.patient_groups(hashed, pairs)
+        folds = splits.kfold_split(hashed, k=5, seed=0, group_col="group")
     out["split"] = (p.wall, p.peak, 0)
     with Peak() as p:
         problems = splits.check_leakage(folds, pairs)
@@ -158,7 +159,7 @@ def fullres_cost(root: Path) -> float | None:
     """Median seconds of one fingerprint (read + decode + hashes + thumbnail) per file of ``root``."""
     from cxrlib.data.fingerprints import fingerprint
 
-    files = sorted(root.rglob("*.png"))[:16] if root.is_dir() else []
+    files = sorted(f for f in root.rglob("*.png") if f.name[:8].isdigit())[:16] if root.is_dir() else []  # NIH names
     if not files:
         return None
     times = []

@@ -14,8 +14,8 @@ processes, for SHA-1, phash, thumbnail and the decode check (:mod:`cxrlib.data.f
 persisted by (path, size, mtime), so a rerun decodes nothing). Pairs satisfying both
 conditions are found without enumerating all pairs: a correlation >= c between standardised
 thumbnails (squared norm <= 1024) bounds their Euclidean distance by sqrt(2048 (1 - c)), and an
-orthonormal projection (the top 32 principal axes of the thumbnails) can only shrink distances,
-so a KD-tree radius query in 32 dimensions returns a superset of the verified pairs (no
+orthonormal projection (the 48 lowest-frequency 2-D DCT patterns) can only shrink distances,
+so a KD-tree radius query in 48 dimensions returns a superset of the verified pairs (no
 false negatives). Its candidates are then checked vectorised: phash popcount <= max_distance and
 the exact 1024-dim correlation, in blocks (no per-pair Python).
 
@@ -182,12 +182,19 @@ def hamming_neighbors(hashes, max_distance: int, block: int = 2048) -> list[tupl
     return sorted(out)
 
 
-def _projection(thumbs: np.ndarray, k: int = 32) -> np.ndarray:
-    """Thumbnails [N, D] on their top-``k`` principal axes (orthonormal: distances only shrink)."""
-    k = min(k, thumbs.shape[1], max(1, len(thumbs)))
-    gram = thumbs.T.astype(np.float64) @ thumbs.astype(np.float64)  # [D, D]
-    _, vecs = np.linalg.eigh(gram)  # ascending eigenvalues
-    return thumbs @ vecs[:, ::-1][:, :k].astype(np.float32)  # [N, k]
+def _dct_basis(size: int = THUMB_SIZE, k: int = 48) -> np.ndarray:
+    """Orthonormal basis [size*size, k] of the ``k`` lowest-frequency 2-D DCT-II patterns (DC left out).
+
+    Any orthonormal projection only shrinks distances (no false negatives); a fixed low-frequency
+    basis concentrates most of a radiograph thumbnail's variance, costs no fitting, and keeps the
+    projection at k floats per image (float32 [N, 1024] @ [1024, k]).
+    """
+    n = np.arange(size)
+    d = np.sqrt(2.0 / size) * np.cos(np.pi * (n[None, :] + 0.5) * n[:, None] / size)  # [freq, pixel]
+    d[0] /= np.sqrt(2.0)
+    freqs = sorted(((u, v) for u in range(size) for v in range(size) if (u, v) != (0, 0)),
+                   key=lambda uv: (uv[0] + uv[1], uv))[:k]
+    return np.stack([np.outer(d[u], d[v]).ravel() for u, v in freqs], axis=1).astype(np.float32)  # [D, k]
 
 
 def near_pairs(thumbs: np.ndarray, phash_ints: np.ndarray, max_distance: int, min_correlation: float,
@@ -206,7 +213,8 @@ def near_pairs(thumbs: np.ndarray, phash_ints: np.ndarray, max_distance: int, mi
         e = np.zeros(0, np.int64)
         return e, e, e, np.zeros(0)
     radius = math.sqrt(max(0.0, 2.0 * dim * (1.0 - min_correlation))) * (1 + 1e-6) + 1e-6
-    proj = _projection(thumbs)  # [N, 32]
+    side = int(round(math.sqrt(dim)))
+    proj = np.asarray(thumbs, np.float32) @ _dct_basis(side)  # [N, 48]
     cand = cKDTree(proj).query_pairs(radius, output_type="ndarray")  # [P, 2], i < j
     a_all, b_all, d_all, c_all = [], [], [], []
     for s in range(0, len(cand), block):
