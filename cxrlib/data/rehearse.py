@@ -352,12 +352,12 @@ def rehearse(root: str | os.PathLike, collections: Sequence[str] = tuple(FOLDERS
         _write_nih_metadata(root / FOLDERS["nih"], nih_rows, Path(labels))
     for path, (text, enc) in texts.items():
         write_text(path, text, encoding=enc)
-    summary = {c: {"folder": FOLDERS[c], "images": len(js), "bytes": int(sum(written[j.rel] for j in js))}
-               for c, js in plans.items()}
+    summary = {c: {"folder": FOLDERS[c], "images": len(js), "bytes": int(sum(written[j.rel] for j in js)),
+                   "scale": scale, "size": size, "seed": seed} for c, js in plans.items()}
     marker_collections = dict(marker.get("collections", {}))
     marker_collections.update(summary)
-    write_json(root / MARKER, {"scale": scale, "size": size, "seed": seed, "collections": marker_collections,
-                               "labels": Path(labels).name if labels else None})
+    write_json(root / MARKER, {"collections": marker_collections,
+                               "labels": Path(labels).name if labels else marker.get("labels")})
     return summary
 
 

@@ -27,7 +27,10 @@ def rehearsal_root(shared_data, tmp_path_factory) -> Path:
     if not labels.is_file():
         pytest.skip(f"{labels} not found")
     root = tmp_path_factory.mktemp("rehearsal")
-    rehearse(root, scale=0.005, size=64, seed=0, labels=labels, progress=False)
+    rehearse(root, ["nih"], scale=0.005, size=64, seed=0, labels=labels, progress=False)  # ~560 images
+    # enough COVID-19 images for the 5-fold source classifier of the shortcut audit (paper B)
+    rehearse(root, ["covid-chestxray", "figure1"], scale=0.05, size=64, seed=0, progress=False)
+    rehearse(root, ["kermany"], scale=0.02, size=64, seed=0, progress=False)
     os.symlink("nih-chestxray14", root / SAMPLE_ALIAS)
     return root
 
@@ -43,6 +46,5 @@ def test_real_config_runs_end_to_end_on_a_rehearsal_root(experiment, rehearsal_r
     code = main(["run", experiment, "--data", str(rehearsal_root), "--smoke", "--out", str(out)])
     assert code == 0, f"cxr run {experiment} --smoke failed (exit {code}); see {out}"
     index = next(out.glob(f"{experiment}/*/index.html"))
-    html = index.read_text()
-    assert "error" not in html.lower().split("<body", 1)[-1][:2000] or "Traceback" not in html
-    assert list(index.parent.rglob("*.ipynb")), "no executed notebook"
+    assert 'id="failure"' not in index.read_text()
+    assert len(list(index.parent.rglob("*.ipynb"))) >= 6, "not every stage executed"
