@@ -62,27 +62,28 @@ def file_sha1(path: str | os.PathLike) -> str:
 
 
 def image_phash(path: str | os.PathLike) -> str:
-    """64-bit perceptual hash (ImageHash ``phash`` of the grayscale image) as 16 hex digits."""
-    import imagehash
+    """64-bit perceptual hash (ImageHash ``phash`` of the grayscale image) as 16 hex digits.
+
+    Computed as in :func:`cxrlib.data.fingerprints.fingerprint` (the one home of the hashing).
+    """
     from PIL import Image
 
+    from cxrlib.data.fingerprints import _phash, _reduced
+
     with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: scale to 8 bits before hashing
-            arr = np.asarray(im, dtype=np.float64)
-            span = max(arr.max() - arr.min(), 1.0)
-            im = Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8))
-        return str(imagehash.phash(im.convert("L")))
+        im.load()
+        return _phash(_reduced(im))
 
 
 def thumbnail(path: str | os.PathLike, size: int = THUMB_SIZE) -> np.ndarray:
     """Grayscale thumbnail [size*size], standardised (zero mean, unit variance)."""
     from PIL import Image
 
+    from cxrlib.data.fingerprints import _reduced, _thumb
+
     with Image.open(path) as im:
-        if im.mode.startswith("I"):
-            im = Image.fromarray(np.asarray(im, dtype=np.float32), mode="F")
-        x = np.asarray(im.convert("F").resize((size, size), Image.BILINEAR), dtype=np.float64).ravel()
-    return (x - x.mean()) / (x.std() + 1e-9)  # [size*size]
+        im.load()
+        return _thumb(_reduced(im, 8 * size), size).astype(np.float64)  # [size*size]
 
 
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> float:
