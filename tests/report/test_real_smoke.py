@@ -28,8 +28,10 @@ def rehearsal_root(shared_data, tmp_path_factory) -> Path:
         pytest.skip(f"{labels} not found")
     root = tmp_path_factory.mktemp("rehearsal")
     rehearse(root, ["nih"], scale=0.005, size=64, seed=0, labels=labels, progress=False)  # ~560 images
-    # enough COVID-19 images for the 5-fold source classifier of the shortcut audit (paper B)
-    rehearse(root, ["covid-chestxray", "figure1"], scale=0.05, size=64, seed=0, progress=False)
+    # enough COVID-19 images for the 5-fold source classifier of paper B's shortcut audit, which
+    # stops the run when a source has fewer than 5 images (cxrlib.explain.shortcuts): the optional
+    # Figure 1 collection (55 images at full size) is left out, as a small sample draws 3 of it
+    rehearse(root, ["covid-chestxray"], scale=0.05, size=64, seed=0, progress=False)
     rehearse(root, ["kermany"], scale=0.02, size=64, seed=0, progress=False)
     os.symlink("nih-chestxray14", root / SAMPLE_ALIAS)
     return root
