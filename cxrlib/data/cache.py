@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,13 +34,57 @@ from typing import Sequence
 import numpy as np
 
 from cxrlib.data import decode as D
-from cxrlib.data.images import ImageInfo
+from PIL import Image
+
+from cxrlib.data.images import DECODER_PIL, DECODER_PNG, _read_head, decoder_for, sniff_format
 from cxrlib.io import atomic_path
 
 import tensorflow as tf  # noqa: E402  (after cxrlib.runtime, imported by decode)
 
 CACHE_VERSION = "2"  # bump when the stored pixels change
 MEMORY_FRACTION = 0.8  # a memory cache may use at most this share of the available memory
+
+
+# ----------------------------------------------------------------------------- file headers
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the cache needs to know of a file before decoding it (from its header only)."""
+
+    decoder: int  # DECODER_PNG | DECODER_JPEG | DECODER_PIL
+    bits: int  # 8, or 16 for 16-bit sources (kept at 16 bits in the cache)
+    color: bool  # colour planes (RGB, RGBA, palette); False for gray / gray+alpha
+
+
+def probe_info(path: str | os.PathLike) -> ImageInfo:
+    """Decoder route, bit depth and colour of one file from its header (PNG: IHDR; others: PIL).
+
+    Unreadable or unrecognised files get the PIL route, 8 bits, colour (their error comes
+    from the bad-image scan, which names them).
+    """
+    try:
+        head = _read_head(Path(path), 26)
+    except OSError:
+        return ImageInfo(DECODER_PIL, 8, True)
+    fmt = sniff_format(head)
+    if fmt == "PNG" and len(head) >= 26:  # IHDR: byte 24 bit depth, byte 25 colour type
+        return ImageInfo(DECODER_PNG, 16 if head[24] == 16 else 8, head[25] in (2, 3, 6))
+    try:
+        with Image.open(path) as im:  # header only
+            mode = im.mode
+    except Exception:  # noqa: BLE001 -- reported by the scan
+        return ImageInfo(decoder_for(fmt), 8, True)
+    bits = 16 if mode.startswith("I") else 8
+    return ImageInfo(decoder_for(fmt), bits, mode not in ("L", "LA", "1") and not mode.startswith("I"))
+
+
+def probe_images(paths: Sequence[str | os.PathLike], workers: int | None = None) -> list[ImageInfo]:
+    """:func:`probe_info` of many files (header reads in a thread pool)."""
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    if len(paths) < 64:
+        return [probe_info(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(probe_info, paths, chunksize=256))
+
 
 
 class CacheTooLarge(MemoryError):
@@ -70,7 +115,7 @@ class CacheSpec:
 
 
 def cache_spec(infos: Sequence[ImageInfo], image_size: tuple[int, int], channels: int) -> CacheSpec:
-    """The cache a set of files needs (from their headers, :func:`cxrlib.data.images.probe_images`)."""
+    """The cache a set of files needs (from their headers, :func:`probe_images`)."""
     planes = 3 if channels == 3 and any(i.color for i in infos) else 1
     dtype = "uint16" if any(i.bits == 16 for i in infos) else "uint8"
     return CacheSpec(len(infos), int(image_size[0]), int(image_size[1]), planes, dtype)

@@ -105,46 +105,6 @@ def probe_decoders(paths: Sequence[str | os.PathLike]) -> list[int]:
     return routes
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the cache needs to know of a file before decoding it (from its header only)."""
-
-    decoder: int  # DECODER_PNG | DECODER_JPEG | DECODER_PIL
-    bits: int  # 8, or 16 for 16-bit sources (kept at 16 bits in the cache)
-    color: bool  # colour planes (RGB, RGBA, palette); False for gray / gray+alpha
-
-
-def probe_info(path: str | os.PathLike) -> ImageInfo:
-    """Decoder route, bit depth and colour of one file from its header (PNG: IHDR; others: PIL).
-
-    Unreadable or unrecognised files get the PIL route, 8 bits, colour (their error comes
-    from the bad-image scan, which names them).
-    """
-    try:
-        head = _read_head(Path(path), 26)
-    except OSError:
-        return ImageInfo(DECODER_PIL, 8, True)
-    fmt = sniff_format(head)
-    if fmt == "PNG" and len(head) >= 26:  # IHDR: byte 24 bit depth, byte 25 colour type
-        return ImageInfo(DECODER_PNG, 16 if head[24] == 16 else 8, head[25] in (2, 3, 6))
-    try:
-        with Image.open(path) as im:  # header only
-            mode = im.mode
-    except Exception:  # noqa: BLE001 -- reported by the scan
-        return ImageInfo(decoder_for(fmt), 8, True)
-    bits = 16 if mode.startswith("I") else 8
-    return ImageInfo(decoder_for(fmt), bits, mode not in ("L", "LA", "1") and not mode.startswith("I"))
-
-
-def probe_images(paths: Sequence[str | os.PathLike], workers: int | None = None) -> list[ImageInfo]:
-    """:func:`probe_info` of many files (header reads in a thread pool)."""
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    if len(paths) < 64:
-        return [probe_info(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(probe_info, paths, chunksize=256))
-
-
 def pil_to_array(im: Image.Image) -> np.ndarray:
     """Pixels of a PIL image as ``[H, W, C]`` in their native precision, alpha kept.
 

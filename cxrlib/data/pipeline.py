@@ -360,7 +360,7 @@ def make_dataset(
     aug = _augmentation(augment)
     paths = _file_list(df, root)
     unique, rows = _rows(paths)  # [U] files, [N] element -> file row
-    infos = cxr_images.probe_images(unique)  # decoder route, bit depth, colour: headers only
+    infos = cxr_cache.probe_images(unique)  # decoder route, bit depth, colour: headers only
     spec = cxr_cache.cache_spec(infos, _size_hw(image_size), channels)
     n = len(paths)
     store_file = None
@@ -439,7 +439,7 @@ def load_images(
     paths = _file_list(df, root)
     if check:
         _check_images(df, root)
-    infos = cxr_images.probe_images(paths)
+    infos = cxr_cache.probe_images(paths)
     spec = cxr_cache.cache_spec(infos, (th, tw), channels)
     ds = cxr_cache.stored_dataset(paths, infos, spec, resize_mode)  # what the cache holds
     ds = ds.map(lambda x: cxr_cache.to_float(x, channels)).batch(batch_size)

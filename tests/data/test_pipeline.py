@@ -329,7 +329,7 @@ def test_cache_is_one_byte_per_pixel_and_memory_cache_refused_when_too_big(tmp_p
 
     names = _constant_images(tmp_path, 4)
     df = _manifest(names)
-    infos = P.cxr_images.probe_images([tmp_path / n for n in names])
+    infos = P.cxr_cache.probe_images([tmp_path / n for n in names])
     spec = C.cache_spec(infos, (224, 224), channels=3)
     assert spec.bytes_per_image == 224 * 224  # gray, uint8: 1 byte per pixel, not 12
     monkeypatch.setattr(C, "available_memory", lambda: 10_000)
