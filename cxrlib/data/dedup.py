@@ -199,7 +199,7 @@ def _dct_basis(size: int = THUMB_SIZE, k: int = 48) -> np.ndarray:
 
 
 def near_pairs(thumbs: np.ndarray, phash_ints: np.ndarray, max_distance: int, min_correlation: float,
-               block: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               block: int = 16_384) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (a, b, phash distance, correlation), a < b, within ``max_distance`` bits and
     ``min_correlation`` (vectorised; see module docstring).
 
