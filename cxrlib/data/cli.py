@@ -389,3 +389,7 @@ def register(subparsers) -> None:
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--val-size", type=float, default=0.1)
     p.set_defaults(func=cmd_build_manifests)
+
+    from cxrlib.data.rehearse import register_rehearse  # cxr data rehearse (issue 9)
+
+    register_rehearse(sub)

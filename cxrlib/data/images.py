@@ -328,6 +328,7 @@ def scan_images(
     column: str = "path",
     workers: int | None = None,
     memo: str | os.PathLike | None = None,
+    fingerprints: str | os.PathLike | bool | None = None,
 ) -> ScanReport:
     """Fully decode every image of a manifest and report the ones that cannot be used.
 
@@ -346,6 +347,10 @@ def scan_images(
         memo: optional text file of files already found good, keyed by size, mtime and
             absolute path; those are not decoded again (a changed file is), and new good
             files are added. Warnings are only reported when a file is first decoded.
+        fingerprints: the fingerprint store of :mod:`cxrlib.data.fingerprints` (None: the
+            default store, False: none). Files it holds for the same (path, size, mtime) were
+            fully decoded when hashed for deduplication: their result is taken from it, so the
+            data stage decodes each image once.
 
     Returns:
         a :class:`ScanReport`; call ``.raise_if_bad()`` to stop on any bad image.
@@ -355,9 +360,11 @@ def scan_images(
     known = _read_memo(Path(memo)) if memo is not None else set()
     keys = [_file_key(root / p) for p in rel_paths] if memo is not None else [None] * len(rel_paths)
     todo = [i for i, k in enumerate(keys) if k is None or k not in known]
+    checked = _from_fingerprints(root, rel_paths, todo, fingerprints)
+    todo = [i for i in todo if i not in checked]
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = dict(zip(todo, pool.map(lambda i: _check_one(root / rel_paths[i]), todo)))
+        checked.update(zip(todo, pool.map(lambda i: _check_one(root / rel_paths[i]), todo)))
     report = ScanReport(n_ok=0)
     for i, rel in enumerate(rel_paths):
         full = str(root / rel)
@@ -378,3 +385,25 @@ def scan_images(
         if not good <= known:
             _write_memo(Path(memo), known | good)
     return report
+
+
+def _from_fingerprints(root: Path, rel_paths: list[str], todo: list[int], store) -> dict:
+    """Scan results of the files the fingerprint store already decoded (same path, size, mtime)."""
+    if store is False or not todo:
+        return {}
+    from cxrlib.data.fingerprints import Store, default_store, file_key
+
+    folder = Path(default_store() if store is None else store)
+    if not (folder / "index.tsv").is_file():
+        return {}
+    st = Store(folder)
+    errors = st.index["error"].tolist()
+    out = {}
+    for i in todo:
+        path = root / rel_paths[i]
+        r = st.row.get(file_key(path) or "")
+        if r is not None:
+            err = errors[r] or None
+            out[i] = (err, None, DECODER_PIL if err else probe_decoders([path])[0], "")
+    return out
+

@@ -2,10 +2,13 @@
 
 Order of the steps, and why::
 
-    paths --read+decode (TF in-graph; PIL fallback)--> channels --resize (pad|crop|stretch)-->
-      [cache: decoded, resized float32 0..255 images] --shuffle (seeded)-->
-      [augment (per-element stateless random ops)] --backbone preprocess_input-->
-      batch --prefetch(AUTOTUNE)
+    paths --read+decode (TF in-graph; PIL fallback)--> planes --resize (pad|crop|stretch)-->
+      quantise to uint8 (uint16 for 16-bit sources), one plane for gray sets -->
+      [cache: memory or disk, cxrlib.data.cache] --shuffle (seeded; of row indices when cached)-->
+      float 0..255, gray -> RGB --[augment (per-element stateless random ops)]-->
+      batch --backbone preprocess_input --prefetch(AUTOTUNE)
+
+Decode and resize live in :mod:`cxrlib.data.decode`, the cache in :mod:`cxrlib.data.cache`.
 
 * Decoding: PNG with ``tf.io.decode_png``; 16-bit PNGs (IHDR bit depth) with
   ``dtype=tf.uint16``, scaled by 1/257 to float 0..255 so they keep their precision
@@ -24,9 +27,10 @@ Order of the steps, and why::
   (``tf.image.resize_with_pad``); ``crop`` takes the largest centred crop of the target's
   aspect ratio; ``stretch`` ignores the aspect ratio (what ``keras.utils.load_img(
   target_size=...)`` does).
-* Cache: after decode/resize, before shuffle/augment/preprocess, so random augmentation is
-  fresh every epoch and one cache serves every backbone. On-disk caches are keyed by a
-  fingerprint of the files (path, size, mtime) and the geometry, so a stale cache is never
+* Cache: after decode/resize/quantisation, before shuffle/augment/float/preprocess, so random
+  augmentation is fresh every epoch and one cache serves every backbone. The uncached pipeline
+  quantises the same way, so cached and uncached tensors are identical. On-disk caches are keyed
+  by a fingerprint of the files (path, size, mtime) and the geometry, so a stale cache is never
   read for changed images or a different size.
 * Augmentation (training only, off by default): small rotation, shift, zoom, brightness and
   contrast with stateless random ops seeded per element from ``seed`` (reproducible, and
@@ -35,14 +39,14 @@ Order of the steps, and why::
   inversus/dextrocardia is itself a finding), and burnt-in L/R markers would be mirrored
   into text that never occurs. Enable it only knowingly (``Augmentation(horizontal_flip=True)``).
 
-Memory: a memory cache holds N x H x W x C float32 values (e.g. 5,000 images at 224 px RGB
-= 3 GB); use an on-disk cache for larger sets. A full-size shuffle buffer after a cache
-holds the same again; cap it with ``shuffle_buffer``.
+Memory: a memory cache holds N x H x W x planes bytes (planes 1 for gray sets; x2 for 16-bit
+sources): the 112,120 NIH images at 224 px are 5.6 GB. It is refused before decoding when it does
+not fit the available memory (:class:`cxrlib.data.cache.CacheTooLarge`, naming the on-disk
+alternative); an on-disk cache streams, and the shuffle runs over row indices (no image buffer).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -53,19 +57,18 @@ import numpy as np
 import pandas as pd
 
 from cxrlib import runtime  # noqa: F401  (TF environment defaults before TF is imported)
+from cxrlib.data import cache as cxr_cache
 from cxrlib.data import images as cxr_images
+from cxrlib.data.decode import (  # noqa: F401  (public names of the pipeline, kept importable here)
+    RESIZE_MODES, _size_hw, color_planes, convert_channels, decode_image, load_resized, resize_image,
+)
 from cxrlib.data.manifest import ManifestError, Problem, line_of, split_findings
 
 import tensorflow as tf  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
-RESIZE_MODES = ("pad", "crop", "stretch")
 NO_FINDING = "No Finding"
 SCAN_MEMO = "scan-ok.tsv"  # in an on-disk cache folder: files the bad-image scan found good
-_CACHE_VERSION = "1"  # bump when the decode/resize output changes
-# libjpeg's accurate integer IDCT (what PIL uses); TF's default INTEGER_FAST differs from PIL
-# by ~10 grey levels on fine texture.
-_JPEG_DCT = "INTEGER_ACCURATE"
 
 # backbone name -> keras.applications module whose preprocess_input it needs (None: x/255)
 BACKBONE_PREPROCESS: dict[str, str | None] = {
@@ -196,145 +199,6 @@ def class_weights(
     return {int(k): float(v) for k, v in zip(ks, w)}
 
 
-# ----------------------------------------------------------------------------- decode + resize
-def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    h, w = image_size
-    return int(h), int(w)
-
-
-def _pil_fallback(path: np.ndarray) -> np.ndarray:
-    with open(path.decode() if isinstance(path, bytes) else str(path), "rb") as f:
-        return cxr_images.decode_bytes(f.read())
-
-
-def _decode_jpeg_scaled(data: tf.Tensor, min_side: int) -> tf.Tensor:
-    """Decode a JPEG with the largest DCT scaling (1, 2, 4, 8) that keeps >= 2*min_side px."""
-    hw = tf.io.extract_jpeg_shape(data)[:2]
-    short = tf.reduce_min(hw)
-    # ratio index: 0 -> 1, 1 -> 2, 2 -> 4, 3 -> 8
-    idx = tf.reduce_sum(tf.cast(short // tf.constant([2, 4, 8]) >= 2 * min_side, tf.int32))
-    branches = [lambda r=r: tf.io.decode_jpeg(data, channels=0, ratio=r, dct_method=_JPEG_DCT)
-                for r in (1, 2, 4, 8)]
-    return tf.switch_case(idx, branches)
-
-
-def decode_image(path: tf.Tensor, decoder: tf.Tensor, min_side: int = 0) -> tf.Tensor:
-    """Decode one file in-graph to float32 ``[H, W, C]`` in 0..255, native channels (1..4).
-
-    Args:
-        path: scalar string tensor, the file.
-        decoder: scalar int tensor, ``images.DECODER_PNG|JPEG|PIL`` (see
-            :func:`cxrlib.data.images.probe_decoders`).
-        min_side: the smallest side the caller will resize to (enables JPEG DCT scaling;
-            0 decodes at full resolution).
-    """
-
-    def png():
-        data = tf.io.read_file(path)
-        # IHDR bit depth is byte 24; decoding 8-bit PNGs as uint8 is ~15% faster
-        is16 = tf.strings.substr(data, 24, 1) == b"\x10"
-        return tf.cond(
-            is16,
-            lambda: tf.cast(tf.io.decode_png(data, channels=0, dtype=tf.uint16), tf.float32) / 257.0,
-            lambda: tf.cast(tf.io.decode_png(data, channels=0), tf.float32),
-        )
-
-    def jpeg():
-        data = tf.io.read_file(path)
-        if min_side > 0:
-            x = _decode_jpeg_scaled(data, min_side)
-        else:
-            x = tf.io.decode_jpeg(data, channels=0, dct_method=_JPEG_DCT)
-        return tf.cast(x, tf.float32)
-
-    def pil():
-        return tf.numpy_function(_pil_fallback, [path], tf.float32, stateful=False)
-
-    x = tf.switch_case(tf.cast(decoder, tf.int32), [png, jpeg, pil])
-    x.set_shape([None, None, None])
-    return x
-
-
-def color_planes(x: tf.Tensor, channels: int) -> tf.Tensor:
-    """``[H, W, C0]`` (C0 in 1..4) -> gray ``[H, W, 1]`` or its colour planes (1 or 3).
-
-    Drops alpha (RGBA -> RGB, LA -> L) and, for ``channels=1``, turns RGB into luma. Gray is
-    not yet replicated, so a following resize works on one plane instead of three.
-
-    Args:
-        x: float image.
-        channels: 1 or 3, the final channel count.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if x.shape[-1] == 1 or (x.shape[-1] == 3 and channels == 3):
-        return x  # already colour planes (static shape)
-    c0 = tf.shape(x)[-1]
-    n_color = tf.where(c0 >= 3, 3, 1)
-    x = x[..., :n_color]  # drop alpha: RGBA -> RGB, LA -> L
-    if channels == 1:
-        x = tf.cond(n_color == 3, lambda: tf.image.rgb_to_grayscale(x), lambda: x)
-        x.set_shape([None, None, 1])
-    return x
-
-
-def convert_channels(x: tf.Tensor, channels: int) -> tf.Tensor:
-    """``[H, W, C0]`` (C0 in 1..4) -> ``[H, W, channels]``: drop alpha, gray<->RGB.
-
-    Args:
-        x: float image.
-        channels: 1 or 3.
-    """
-    x = color_planes(x, channels)
-    if channels == 3 and x.shape[-1] == 1:
-        x = tf.repeat(x, 3, axis=-1)
-    elif channels == 3 and x.shape[-1] is None:
-        x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.repeat(x, 3, axis=-1), lambda: x)
-    x.set_shape([None, None, channels])
-    return x
-
-
-def resize_image(x: tf.Tensor, image_size: int | Sequence[int], resize_mode: str = "pad") -> tf.Tensor:
-    """Resize ``[H, W, C]`` to ``image_size`` with antialiased bilinear interpolation.
-
-    Args:
-        x: float image.
-        image_size: output side (square) or ``(height, width)``.
-        resize_mode: ``pad`` (keep aspect, black borders), ``crop`` (centred crop to the
-            target aspect) or ``stretch``.
-    """
-    th, tw = _size_hw(image_size)
-    if resize_mode == "pad":
-        y = tf.image.resize_with_pad(x, th, tw, antialias=True)
-    elif resize_mode == "crop":
-        h, w = tf.shape(x)[0], tf.shape(x)[1]
-        # largest centred crop with aspect tw/th: [ch, cw]
-        ch = tf.minimum(h, tf.cast(tf.round(tf.cast(w, tf.float32) * th / tw), tf.int32))
-        cw = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * tw / th), tf.int32))
-        x = tf.image.crop_to_bounding_box(x, (h - ch) // 2, (w - cw) // 2, ch, cw)
-        y = tf.image.resize(x, [th, tw], antialias=True)
-    elif resize_mode == "stretch":
-        y = tf.image.resize(x, [th, tw], antialias=True)
-    else:
-        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    return tf.clip_by_value(y, 0.0, 255.0)
-
-
-def load_resized(path, decoder, image_size, channels: int = 3, resize_mode: str = "pad") -> tf.Tensor:
-    """Decode + channel conversion + resize of one file: float32 ``[H, W, C]`` in 0..255.
-
-    This is the single decode/resize path shared by :func:`make_dataset` and
-    :func:`load_images` (so heatmaps see exactly what the model sees).
-    """
-    th, tw = _size_hw(image_size)
-    x = decode_image(path, decoder, min_side=max(th, tw))  # [h, w, 1..4]
-    x = color_planes(x, channels)  # [h, w, 1 or 3]; resize is linear, so it commutes with
-    x = resize_image(x, (th, tw), resize_mode)  # the gray -> RGB replication done after it
-    return convert_channels(x, channels)  # [th, tw, channels]
-
-
 # ----------------------------------------------------------------------------- augmentation
 @dataclass(frozen=True)
 class Augmentation:
@@ -426,27 +290,11 @@ def _check_images(df: pd.DataFrame, root, memo=None) -> None:
     cxr_images.scan_images(df, Path(root), memo=memo).raise_if_bad()
 
 
-def _cache_file(cache, paths: Sequence[str], decoders: Sequence[int], geometry: dict) -> str:
-    """On-disk cache prefix keyed by the files (path, size, mtime) and the geometry."""
-    h = hashlib.sha1(f"{_CACHE_VERSION}|{sorted(geometry.items())}".encode())
-    for p, d in zip(paths, decoders):
-        try:
-            st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}|{d}\n".encode())
-        except OSError:
-            h.update(f"{p}|missing\n".encode())
-    folder = Path(cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"images-{h.hexdigest()[:16]}")
-
-
-def _image_dataset(paths, decoders, image_size, channels, resize_mode) -> tf.data.Dataset:
-    """Dataset of float32 ``[H, W, C]`` 0..255 images, in ``paths`` order."""
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(decoders, np.int32)))
-    return ds.map(
-        lambda p, d: load_resized(p, d, image_size, channels, resize_mode),
-        num_parallel_calls=AUTOTUNE, deterministic=True,
-    )
+def _rows(paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Unique files in first-seen order and each element's row among them (oversampled rows share one)."""
+    unique = list(dict.fromkeys(paths))
+    row = {p: k for k, p in enumerate(unique)}
+    return unique, np.array([row[p] for p in paths], np.int64)
 
 
 def make_dataset(
@@ -482,8 +330,11 @@ def make_dataset(
         batch_size: batch size.
         shuffle: reshuffle every epoch (order reproducible from ``seed``).
         augment: False, True (default :class:`Augmentation`), a dict of its fields or one.
-        cache: None, ``'memory'``, or a folder for an on-disk cache (files named by a
-            fingerprint of the images and geometry; reused by later runs).
+        cache: None, ``'memory'``, or a folder for an on-disk cache (``.npy`` files named by a
+            fingerprint of the images and geometry; reused by later runs; streams from disk).
+            Either is built before the first batch (one decode per file, tqdm bar); a memory
+            cache that does not fit the available memory raises
+            :class:`cxrlib.data.cache.CacheTooLarge` before anything is decoded.
         resize_mode: ``pad``, ``crop`` or ``stretch`` (:func:`resize_image`).
         seed: seed of the shuffle order and of the augmentation.
         check: decode every image first (:func:`cxrlib.data.images.scan_images`) and raise
@@ -492,7 +343,7 @@ def make_dataset(
             With an on-disk cache folder, files found good are remembered there
             (:data:`SCAN_MEMO`) and not decoded again by later scans. With ``check=False``
             a bad file fails inside TensorFlow mid-epoch, without its path.
-        shuffle_buffer: cap of the shuffle buffer when caching (default: whole dataset).
+        shuffle_buffer: cap of the shuffle buffer of row indices when caching (default: all).
         drop_remainder: drop the last incomplete batch.
 
     Returns:
@@ -508,31 +359,38 @@ def make_dataset(
     preprocess = preprocess_for(backbone) if backbone else None
     aug = _augmentation(augment)
     paths = _file_list(df, root)
-    decoders = cxr_images.probe_decoders(paths)  # by magic bytes, as the scan decides
+    unique, rows = _rows(paths)  # [U] files, [N] element -> file row
+    infos = cxr_cache.probe_images(unique)  # decoder route, bit depth, colour: headers only
+    spec = cxr_cache.cache_spec(infos, _size_hw(image_size), channels)
     n = len(paths)
-    cache_file = None
-    if cache is not None and cache != "memory":
-        geometry = dict(size=_size_hw(image_size), channels=channels, resize_mode=resize_mode)
-        cache_file = _cache_file(cache, paths, decoders, geometry)
+    store_file = None
+    if cache == "memory":  # refuse before decoding anything
+        cxr_cache.check_memory(spec, name=_manifest_name(df))
+    elif cache is not None:
+        store_file = cxr_cache.cache_file(cache, unique, infos, spec, resize_mode)
     # a complete on-disk cache of these exact files needs no decoding, hence no scan
-    if check and not (cache_file and Path(cache_file + ".index").is_file()):
-        _check_images(df, root, memo=Path(cache) / SCAN_MEMO if cache_file else None)
+    if check and not (store_file and store_file.is_file()):
+        _check_images(df, root, memo=Path(cache) / SCAN_MEMO if store_file else None)
 
-    if cache is None and shuffle:
-        # shuffle file names (cheap, full buffer) before decoding
-        order_ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(decoders, np.int32), targets))
-        order_ds = order_ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = order_ds.map(
-            lambda p, d, y: (load_resized(p, d, image_size, channels, resize_mode), y),
-            num_parallel_calls=AUTOTUNE, deterministic=True,
-        )
+    if cache is None:
+        dec = np.array([infos[r].decoder for r in rows], np.int32)
+        b16 = np.array([infos[r].bits == 16 for r in rows])
+        ds = tf.data.Dataset.from_tensor_slices((paths, dec, b16, targets))
+        if shuffle:  # shuffle file names (cheap, full buffer) before decoding
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        size = _size_hw(image_size)
+        ds = ds.map(lambda p, d, b, y: (cxr_cache.stored_image(p, d, b, size, spec.planes, resize_mode, spec.dtype), y),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
-        ds = _image_dataset(paths, decoders, image_size, channels, resize_mode)
-        if cache is not None:
-            ds = ds.cache(cache_file or "")  # "" = in memory
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(targets)))
-        if shuffle:
+        if store_file is not None and store_file.is_file():
+            store = cxr_cache.DiskStore(store_file)
+        else:
+            store = cxr_cache.build(unique, infos, spec, resize_mode, path=store_file)
+        ds = tf.data.Dataset.from_tensor_slices((rows, targets))
+        if shuffle:  # of row indices: a full shuffle that holds no image
             ds = ds.shuffle(min(n, shuffle_buffer or n), seed=seed, reshuffle_each_iteration=True)
+        ds = cxr_cache.read_rows(ds, store, spec)
+    ds = ds.map(lambda x, y: (cxr_cache.to_float(x, channels), y), num_parallel_calls=AUTOTUNE, deterministic=True)
 
     if aug is not None:
         # one stateless seed pair per element, new pairs every epoch, reproducible from seed
@@ -581,9 +439,10 @@ def load_images(
     paths = _file_list(df, root)
     if check:
         _check_images(df, root)
-    decoders = cxr_images.probe_decoders(paths)
-    ds = _image_dataset(paths, decoders, image_size, channels, resize_mode).batch(batch_size)
+    infos = cxr_cache.probe_images(paths)
+    spec = cxr_cache.cache_spec(infos, (th, tw), channels)
+    ds = cxr_cache.stored_dataset(paths, infos, spec, resize_mode)  # what the cache holds
+    ds = ds.map(lambda x: cxr_cache.to_float(x, channels)).batch(batch_size)
     if preprocess is not None:
         ds = ds.map(preprocess)
     return np.concatenate([b.numpy() for b in ds], axis=0).astype(np.float32)
-

@@ -79,7 +79,7 @@ def test_without_root_only_exact_and_identical_hashes(copies):
 def test_unreadable_image_names_line(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     df = new_manifest([dict(path="bad.png", patient_id="p", source="s")])
-    with pytest.raises(ValueError, match="line 2: cannot hash"):
+    with pytest.raises(ValueError, match="line 2, column 'path': cannot hash"):
         add_hashes(df, tmp_path)
 
 
@@ -113,3 +113,61 @@ def test_patient_groups_merge_patients_sharing_an_image():
         ("1.png", "a:1", "a"), ("2.png", "a:1", "a"), ("3.png", "a:2", "a"), ("4.png", "7", "b"), ("5.png", "8", "b"))])
     pairs = pd.DataFrame({"path_a": ["2.png"], "path_b": ["4.png"]})
     assert list(patient_groups(df, pairs)) == ["a:1", "a:1", "a:2", "a:1", "b:8"]
+
+
+# ----------------------------------------------------------------------------- bounded time (issue 9)
+@pytest.fixture(autouse=True)
+def _own_fingerprint_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cxr-cache"))
+
+
+def test_rerun_decodes_nothing_and_scan_reuses_the_decode(copies, monkeypatch):
+    from cxrlib.data import fingerprints, images
+
+    root, df = copies
+    first = find_duplicates(df, root=root)
+    monkeypatch.setattr(fingerprints, "fingerprint", lambda p: pytest.fail(f"decoded {p} again"))
+    pd.testing.assert_frame_equal(find_duplicates(df, root=root), first)
+    monkeypatch.setattr(images, "_check_one", lambda p: pytest.fail(f"scan decoded {p} again"))
+    assert images.scan_images(df, root).n_ok == len(df)
+    # a changed file is decoded again (key = path, size, mtime)
+    monkeypatch.undo()
+    import hashlib
+    import os
+
+    before = add_hashes(df, root).set_index("path")["sha1"]["c.png"]
+    (root / "c.png").write_bytes((root / "a.png").read_bytes())
+    os.utime(root / "c.png", ns=(1, 2))
+    after = add_hashes(df, root).set_index("path")["sha1"]["c.png"]
+    assert before != after == hashlib.sha1((root / "a.png").read_bytes()).hexdigest()
+
+
+def test_bad_image_in_the_store_is_reported_by_the_scan(tmp_path):
+    from cxrlib.data.images import scan_images
+
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    df = new_manifest([dict(path="bad.png", patient_id="p", source="s")])
+    with pytest.raises(ValueError, match="line 2, column 'path': cannot hash"):
+        add_hashes(df, tmp_path)
+    report = scan_images(df, tmp_path)
+    assert len(report.bad) == 1 and "cannot decode" in report.bad[0].reason
+
+
+def test_near_pairs_equal_the_exhaustive_search():
+    from cxrlib.data.dedup import hash_ints, near_pairs, popcount
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((60, 1024)).astype(np.float32)
+    t = np.concatenate([base, base[:30] + rng.normal(0, rng.uniform(0.05, 0.4, (30, 1)), (30, 1024))])
+    t = ((t - t.mean(1, keepdims=True)) / t.std(1, keepdims=True)).astype(np.float32)  # standardised
+    h = rng.integers(0, 2**63, len(t), dtype=np.int64).astype(np.uint64)
+    h[60:] = h[:30] ^ np.uint64(0b1011)  # copies 3 bits away
+    h[75:] = h[15:30] ^ np.uint64(2**40 - 1)  # some copies far in phash: excluded by distance
+    a, b, d, c = near_pairs(t, h, max_distance=10, min_correlation=0.975)
+    corr = t @ t.T / 1024
+    dist = popcount(h[:, None] ^ h[None, :])
+    i, j = np.nonzero(np.triu((corr >= 0.975) & (dist <= 10), 1))
+    assert sorted(zip(a.tolist(), b.tolist())) == sorted(zip(i.tolist(), j.tolist()))
+    assert 0 < len(a) < 30  # the noisy and the far copies are not reported
+    np.testing.assert_allclose(c, corr[a, b], atol=1e-5)
+    assert hash_ints(["ffffffffffffffff"])[0] == np.uint64(2**64 - 1)

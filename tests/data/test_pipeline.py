@@ -130,7 +130,7 @@ def test_disk_cache_is_written_reused_and_invalidated(tmp_path, monkeypatch):
 
     assert ids() == [0, 1, 2]
     written = sorted(os.listdir(cache))
-    assert any(f.endswith(".index") for f in written)
+    assert sum(f.endswith(".npy") for f in written) == 1
     assert len((cache / P.SCAN_MEMO).read_text().splitlines()) == 3  # scan results remembered
     # a complete cache of the same files is not scanned again (nothing is decoded)
     monkeypatch.setattr(P.cxr_images, "scan_images", lambda *a, **k: pytest.fail("scanned again"))
@@ -145,7 +145,7 @@ def test_disk_cache_is_written_reused_and_invalidated(tmp_path, monkeypatch):
     # a new mtime changes the fingerprint: a new cache with the new pixels
     os.utime(data / names[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert ids() == [2, 1, 2]
-    assert len([f for f in os.listdir(cache) if f.endswith(".index")]) == 2
+    assert len([f for f in os.listdir(cache) if f.endswith(".npy")]) == 2
 
 
 def test_memory_cache_and_seeded_shuffle_are_deterministic(tmp_path):
@@ -271,3 +271,70 @@ def test_real_fullres_images(fullres_root):
             assert img[:, 0].max() == 0 and img[:, -1].max() == 0, p.name
         elif w / h > 1.1:
             assert img[0].max() == 0 and img[-1].max() == 0, p.name
+
+
+# ----------------------------------------------------------------------------- bounded memory (issue 9)
+def _noise_images(folder, n, bits=8, size=(20, 14), rgb=False):
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(n):
+        name = f"n{bits}_{i}.png"
+        if bits == 16:
+            Image.fromarray(rng.integers(0, 65536, size, dtype=np.uint16)).save(folder / name)
+        else:
+            shape = size + (3,) if rgb else size
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / name)
+        names.append(name)
+    return names
+
+
+def _all(ds) -> np.ndarray:
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+def test_16bit_cache_keeps_16bit_values_and_gray_is_one_plane(tmp_path):
+    from cxrlib.data import cache as C
+
+    data = tmp_path / "data"
+    data.mkdir()
+    names = _noise_images(data, 3, bits=16)
+    df = _manifest(names)
+    x = _all(P.make_dataset(df, data, CLASSES, (20, 14), channels=3, backbone=None, cache=tmp_path / "c",
+                            resize_mode="stretch"))
+    [npy] = list((tmp_path / "c").glob("*.npy"))
+    stored = np.load(npy)
+    assert stored.dtype == np.uint16 and stored.shape == (3, 20, 14, 1)  # one plane for gray sources
+    raw = np.stack([np.asarray(Image.open(data / n)) for n in names])
+    np.testing.assert_array_equal(stored[..., 0], raw)  # every one of the 65,536 levels kept
+    np.testing.assert_allclose(x[..., 1], raw / 257.0, rtol=0, atol=1e-4)  # replicated after the cache
+    assert len(np.unique(x)) > 256
+
+
+def test_cached_and_uncached_pipelines_give_identical_tensors(tmp_path):
+    names = _noise_images(tmp_path, 4, bits=8, rgb=True) + _noise_images(tmp_path, 3, bits=16)
+    names += _constant_images(tmp_path, 2)
+    df = _manifest(names)
+    kw = dict(image_size=9, channels=3, backbone="densenet121", batch_size=3, resize_mode="pad")
+    ref = _all(P.make_dataset(df, tmp_path, CLASSES, **kw))
+    for cache in ("memory", tmp_path / "cache"):
+        np.testing.assert_array_equal(_all(P.make_dataset(df, tmp_path, CLASSES, cache=cache, **kw)), ref)
+    np.testing.assert_array_equal(_all(P.make_dataset(df, tmp_path, CLASSES, cache=tmp_path / "cache", **kw)), ref)
+    # heatmaps read the same pixels as training (load_images), whatever set the image sits in
+    one = P.load_images(df[:1], tmp_path, 9, channels=3, backbone="densenet121")
+    np.testing.assert_array_equal(one[0], ref[0])
+
+
+def test_cache_is_one_byte_per_pixel_and_memory_cache_refused_when_too_big(tmp_path, monkeypatch):
+    from cxrlib.data import cache as C
+
+    names = _constant_images(tmp_path, 4)
+    df = _manifest(names)
+    infos = P.cxr_cache.probe_images([tmp_path / n for n in names])
+    spec = C.cache_spec(infos, (224, 224), channels=3)
+    assert spec.bytes_per_image == 224 * 224  # gray, uint8: 1 byte per pixel, not 12
+    monkeypatch.setattr(C, "available_memory", lambda: 10_000)
+    with pytest.raises(C.CacheTooLarge, match="on-disk cache") as e:
+        P.make_dataset(df, tmp_path, CLASSES, 224, cache="memory", check=False)
+    assert "GB" in str(e.value) and "stage.cache" in str(e.value)
+    P.make_dataset(df, tmp_path, CLASSES, 224, cache=tmp_path / "c", check=False)  # disk: allowed
+

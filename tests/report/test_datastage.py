@@ -77,6 +77,6 @@ def test_run_dataset_option_reaches_the_plan(tmp_path: Path):
     cfg = load_experiment(EXPERIMENTS_DIR / "paper_a_real.yaml", smoke=True, overrides=sets)
     plan = plan_from_config(cfg)
     assert plan.datasets == {"nih": f"{tmp_path}/my nih: copy"}
-    assert [e.collection for e in plan.target] == ["nih", "covid-chestxray", "figure1"]
+    assert [e.collection for e in plan.target] == ["nih", "covid-chestxray"]  # figure1 is external
     with pytest.raises(ValueError, match="COLLECTION=PATH"):
         _dataset_sets(["nih"])
