@@ -192,3 +192,46 @@ def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     index = pd.read_csv(folder / "heatmaps.csv", dtype={"path": str}, keep_default_na=False)
     maps = np.stack([np.load(folder / f) for f in index["npy"]]) if len(index) else np.zeros((0, 0, 0))
     return index, maps
+
+
+def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[str], **kwargs) -> dict:
+    """Heatmaps of several models x methods, in the row order of ``df``, keyed by ``(model, method)``.
+
+    Runs :func:`explain_manifest` per model (files under ``out_dir/<model>/<method>/``, resumable)
+    with one :class:`cxrlib.explain.factory.ExplainerCache` for all of them, then reads the maps
+    back.
+
+    Args:
+        models: ``{model name: stage folder or .h5 file}``.
+        df: manifest rows to explain.
+        root: data root.
+        out_dir: output root.
+        methods: heatmap method names (as in the config).
+        **kwargs: :func:`explain_manifest` arguments (classes, image_size, backbone, ...) and
+            explainer options (``min_cam_size``, ``epsilon`` ...).
+
+    Returns:
+        ``{(model, method): Heatmaps}`` with the saved maps (signed relevance for LRP),
+        ``class_index`` and ``prob`` of the explained class; ``Heatmaps.display()`` gives [0, 1].
+    """
+    from cxrlib.explain.base import Heatmaps, canonical_method
+    from cxrlib.explain.factory import ExplainerCache, model_file
+
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k not in _MANIFEST_ARGS}
+    out: dict[tuple[str, str], Heatmaps] = {}
+    with ExplainerCache(**options) as cache:
+        for name, model in models.items():
+            explain_manifest(df, root, model_file(model), out_dir, methods=methods, model_name=name,
+                             explainers=cache, **kwargs)
+            for method in methods:
+                index, maps = read_heatmaps(Path(out_dir) / name / method)
+                order = pd.Index(index["path"]).get_indexer(df["path"])  # rows of df in the index
+                canon = canonical_method(method)
+                out[(name, method)] = Heatmaps(maps=maps[order], class_index=index["class_index"].to_numpy()[order],
+                                               prob=index["prob"].to_numpy(np.float32)[order],
+                                               signed=canon.startswith("lrp"), method=canon)
+    return out
+
+
+_MANIFEST_ARGS = ("classes", "image_size", "channels", "backbone", "resize_mode", "class_index", "overlays",
+                  "batch_size", "overwrite", "progress")
