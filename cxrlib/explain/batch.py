@@ -194,7 +194,8 @@ def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     return index, maps
 
 
-def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[str], **kwargs) -> dict:
+def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[str], explainers=None,
+                   **kwargs) -> dict:
     """Heatmaps of several models x methods, in the row order of ``df``, keyed by ``(model, method)``.
 
     Runs :func:`explain_manifest` per model (files under ``out_dir/<model>/<method>/``, resumable)
@@ -207,6 +208,8 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
         root: data root.
         out_dir: output root.
         methods: heatmap method names (as in the config).
+        explainers: an open :class:`~cxrlib.explain.factory.ExplainerCache` to reuse across calls
+            (the caller closes it); None: one for this call, closed at the end.
         **kwargs: :func:`explain_manifest` arguments (classes, image_size, backbone, ...) and
             explainer options (``min_cam_size``, ``epsilon`` ...).
 
@@ -219,7 +222,8 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
 
     options = {k: kwargs.pop(k) for k in list(kwargs) if k not in _MANIFEST_ARGS}
     out: dict[tuple[str, str], Heatmaps] = {}
-    with ExplainerCache(**options) as cache:
+    cache = explainers if explainers is not None else ExplainerCache(**options)
+    try:
         for name, model in models.items():
             explain_manifest(df, root, model_file(model), out_dir, methods=methods, model_name=name,
                              explainers=cache, **kwargs)
@@ -230,6 +234,9 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
                 out[(name, method)] = Heatmaps(maps=maps[order], class_index=index["class_index"].to_numpy()[order],
                                                prob=index["prob"].to_numpy(np.float32)[order],
                                                signed=canon.startswith("lrp"), method=canon)
+    finally:
+        if explainers is None:
+            cache.close()
     return out
 
 
