@@ -21,7 +21,9 @@ Every explainer answers ``explain(images, class_index=None) -> Heatmaps`` (see
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +83,13 @@ def make_explainer(method: str, model, **options) -> Explainer:
         return CamExplainer(_keras_model(model, path), method=method, **_split(options, cam=True))
     from cxrlib.explain.lrp import LRPExplainer
 
-    if path is None:  # an in-memory model: the worker process needs a file
+    if path is None:  # an in-memory model: the worker process needs a file (removed with the explainer)
         from cxrlib.models import save_model
 
-        path = save_model(model, Path(tempfile.mkdtemp(prefix="cxr_lrp_")) / "model.h5")
+        tmp = Path(tempfile.mkdtemp(prefix="cxr_lrp_"))
+        explainer = LRPExplainer(save_model(model, tmp / "model.h5"), method=method, **_split(options, cam=False))
+        weakref.finalize(explainer, shutil.rmtree, tmp, True)
+        return explainer
     return LRPExplainer(path, method=method, **_split(options, cam=False))
 
 

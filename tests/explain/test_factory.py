@@ -92,3 +92,18 @@ def test_cache_keys_by_model_and_method_and_shares_the_lrp_worker(densenet_model
         for i in range(3):
             np.testing.assert_allclose(one.maps[i], eps.explain(x[i], class_index=i).maps[0], rtol=1e-4, atol=1e-7)
     assert eps.worker._pool._shutdown_thread
+
+
+@pytest.mark.slow
+def test_lrp_from_an_in_memory_model_cleans_its_file(densenet_model):
+    import gc
+
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    ex = make_explainer("lrp.epsilon", densenet_model)
+    folder = ex.model_path.parent
+    with ex:
+        h = ex.explain(x)
+    assert h.signed and h.maps.shape == (2, 64, 64) and folder.is_dir()
+    del ex
+    gc.collect()
+    assert not folder.exists()
