@@ -42,9 +42,11 @@ compares both paths on a small CNN (allclose, rtol 1e-6) and ``benchmarks/bench_
 only the first call of each method pays the building cost. Each call runs relevance,
 probabilities and logits in one session run (one forward pass; see ``_lrp_worker._fused``).
 Overhead over bare iNNvestigate (``benchmarks/bench_heatmaps.py --backbone densenet121 --size 224
---images 4 --repeats 3``, load average 12-16 on 2 cores): 0.51 vs 0.99 s per image (0.52x; the
-bare ``analyze`` goes through ``predict_on_batch``); on the 64 px compact DenseNet the worker
-round trip (~30 ms per call) is what remains: 0.018 vs 0.011 s per image.
+--images 4 --repeats 3 --methods lrp.epsilon``, load average 3.3 -> 2.6 on 2 cores): 0.242 vs
+0.229 s per image (1.06x; before the fused call: 0.30 vs 0.20 s). Under heavy load (12-16) the
+same command gave 0.51 vs 0.99 s (0.52x): compare ratios from quiet runs only. On the 64 px
+compact DenseNet the worker round trip (~30 ms per call) is what remains: 0.018 vs 0.011 s per
+image (load 8-10).
 
 Sanity: on a trained bias-free CNN, sum(relevance) / logit = 1.0000 for ``lrp.epsilon``
 (epsilon=1e-9), ``lrp.z`` and ``lrp.alpha_1_beta_0`` (tested to 1e-3); with biases the sums
