@@ -2,22 +2,26 @@
 
 Modules (import them directly; nothing heavy is imported here). Typical use::
 
-    from cxrlib.explain.gradcam import CamExplainer
-    from cxrlib.explain.lrp import LRPExplainer, display_map
+    from cxrlib.explain.factory import ExplainerCache, make_explainer
     from cxrlib.explain.scoring import load_masks, score_heatmaps, summarize_scores
     from cxrlib.explain.shortcuts import shortcut_audit, audit_summary, masked_accuracy
 
-    cam = CamExplainer(model, "gradcam").explain(x)             # .maps [N,H,W] in [0,1]
-    with LRPExplainer(stage_dir / "model.h5") as ex:             # graph-mode worker process
-        rel = ex.explain(x, "lrp.epsilon").relevance             # signed [N,H,W]
+    with ExplainerCache(min_cam_size=8) as cache:                # keyed by (model, method)
+        cam = cache.get(stage_dir, "gradcam").explain(x)        # Heatmaps: .maps [N,H,W] in [0,1]
+        rel = cache.get(stage_dir, "lrp.epsilon").explain(x)    # signed maps, graph-mode worker
     scores = score_heatmaps(cam.maps, load_masks(df, root, 64), df["path"], "gradcam")
     audit = audit_summary(shortcut_audit(rel, df, root, 64, method="lrp.epsilon"))
 
+- :mod:`cxrlib.explain.base` -- the protocol: ``Heatmaps`` (maps, class_index, prob, signed),
+  ``Explainer.explain(images, class_index=None)``, ``canonical_method``, ``display_map``.
+- :mod:`cxrlib.explain.factory` -- ``make_explainer(method, model)`` (keras model, ``.h5`` or
+  stage folder) and ``ExplainerCache`` (one explainer per (model, method), one LRP worker per
+  model).
 - :mod:`cxrlib.explain.gradcam` -- Grad-CAM / Grad-CAM++ through tf-keras-vis, in-process
-  (``CamExplainer``, ``gradcam``, ``target_layer``).
+  (``CamExplainer``, ``gradcam``, ``target_layer`` with ``min_cam_size``).
 - :mod:`cxrlib.explain.lrp` -- Layer-wise Relevance Propagation through iNNvestigate, run in a
   separate graph-mode worker process that loads the saved ``.h5`` model (``LRPExplainer``,
-  ``lrp``, ``display_map``, ``fast_graph_layer_creation``; measurements in its docstring).
+  ``LRPWorker``, ``lrp``, ``display_map``, ``fast_graph_layer_creation``; measurements in its docstring).
 - :mod:`cxrlib.explain.scoring` -- mass inside mask/box, pointing game, heatmap AUC against
   phantom masks (``load_masks``) and NIH expert boxes (``score_against_boxes``); tidy tables.
 - :mod:`cxrlib.explain.shortcuts` -- border/text relevance audit, masked-region accuracy,

@@ -3,7 +3,8 @@
 iNNvestigate 2.1.2 needs TensorFlow's eager execution disabled, which is a process-wide,
 one-way switch; this module is therefore only ever imported in a spawned child process. The
 child loads the saved ``.h5`` model (a ``.keras`` file loads with wrong weights in graph mode,
-silently), removes the output activation (:func:`logits_model`) and keeps one analyzer per (method, parameters).
+silently), removes the output activation (:func:`logits_model`) and keeps one analyzer per (method,
+parameters, neuron selection mode). Library warnings are routed to the ``cxrlib.explain.lrp`` log.
 """
 
 from __future__ import annotations
@@ -81,6 +82,30 @@ def init(model_path: str, fast: bool = True) -> None:
         _STATE["error"] = f"LRP worker could not load {model_path}:\n{traceback.format_exc()}"
 
 
+class _quiet:
+    """Route library warnings (iNNvestigate dtype casts, TF deprecations) to the log, not stderr."""
+
+    def __enter__(self):
+        import logging
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        self._log = logging.getLogger("cxrlib.explain.lrp")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        seen = set()
+        for w in self._caught:
+            msg = f"{w.category.__name__}: {w.message}"
+            if msg not in seen:
+                seen.add(msg)
+                self._log.debug("%s (%s:%s)", msg, w.filename, w.lineno)
+        return False
+
+
 def _check() -> None:
     if "error" in _STATE:
         raise RuntimeError(_STATE["error"])
@@ -92,10 +117,12 @@ def _init(model_path: str, fast: bool) -> None:
     configure_env()
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # graph-mode deprecation notices: not for the report
     tf.compat.v1.disable_eager_execution()
     fast_graph_layer_creation(fast)
     t0 = time.perf_counter()
-    model = tf.keras.models.load_model(model_path, compile=False)
+    with _quiet():
+        model = tf.keras.models.load_model(model_path, compile=False)
     logits = logits_model(model)
     # one forward pass gives both the probabilities (class choice) and the logits: [N, K] x 2
     both = tf.keras.Model(model.inputs, [model.output, logits.output], name="probs_and_logits")
@@ -114,21 +141,45 @@ def info() -> dict:
             "flag": bool(base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION)}
 
 
-def _analyzer(method: str, params: tuple):
+def _fused(an):
+    """One graph call for relevance + probabilities + logits: [relevance [N, H, W, C], probs, logits].
+
+    The analyzer model shares the loaded model's input placeholder and forward tensors, so the
+    session runs the forward pass once for all three (a separate ``predict`` for the class
+    choice cost a second forward pass: the wrapper's 1.5x overhead). None when the analyzer has
+    debug outputs or constant inputs (then the plain ``analyze`` path is used).
+    """
+    import tensorflow as tf
+
+    am = an._analyzer_model
+    if an._n_debug_output or an._n_constant_input or an._n_data_output != 1:
+        return None
+    return tf.compat.v1.keras.backend.function(
+        am.inputs, am.outputs[:1] + [_STATE["model"].output, _STATE["logits_model"].output])
+
+
+def _analyzer(method: str, params: tuple, select: str):
+    """Cached (analyzer, fused function, build seconds) per (method, parameters, selection mode)."""
     import innvestigate
 
-    key = (method, params)
+    key = (method, params, select)
     if key not in _STATE["analyzers"]:
         t0 = time.perf_counter()
-        an = innvestigate.create_analyzer(method, _STATE["logits_model"], neuron_selection_mode="index",
-                                          **dict(params))
-        an.create_analyzer_model()
-        _STATE["analyzers"][key] = (an, time.perf_counter() - t0)
+        with _quiet():
+            an = innvestigate.create_analyzer(method, _STATE["logits_model"], neuron_selection_mode=select,
+                                              **dict(params))
+            an.create_analyzer_model()
+            fused = _fused(an)
+        _STATE["analyzers"][key] = (an, fused, time.perf_counter() - t0)
     return _STATE["analyzers"][key]
 
 
 def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) -> dict:
     """Relevance of the chosen/predicted class for a batch.
+
+    ``class_index`` None: iNNvestigate's ``max_activation`` selection (the arg-max logit, which is
+    the arg-max probability); else ``index`` selection. Relevance, probabilities and logits come
+    from one session run (:func:`_fused`).
 
     Returns:
         dict with ``relevance`` float32 [N, H, W, C] (per input channel), ``class_index`` [N],
@@ -136,16 +187,20 @@ def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) ->
         construction, 0 when cached) and ``seconds`` (this call's analysis time).
     """
     _check()
+    select = "max_activation" if class_index is None else "index"
+    cached = (method, params, select) in _STATE["analyzers"]
+    an, fused, build = _analyzer(method, params, select)
     t0 = time.perf_counter()
-    probs, logits = _STATE["both"].predict(images, verbose=0)  # [N, K] each
-    from cxrlib.explain.gradcam import resolve_classes
-
-    idx = resolve_classes(probs, class_index)
-    cached = (method, params) in _STATE["analyzers"]
-    analyzer, build = _analyzer(method, params)
-    t1 = time.perf_counter()
-    rel = analyzer.analyze(images, neuron_selection=[int(i) for i in idx])  # [N, H, W, C]
-    return {"relevance": np.asarray(rel, dtype=np.float32), "class_index": idx,
+    feed = [images]
+    if select == "index":
+        feed.append(an._get_neuron_selection_array([int(i) for i in class_index], len(images)))  # [N, 2]
+    with _quiet():
+        if fused is not None:
+            rel, probs, logits = fused(feed)
+        else:  # plain path: a forward pass for the outputs, then the analyzer
+            probs, logits = _STATE["both"].predict(images, verbose=0)
+            rel = an.analyze(images, neuron_selection=None if class_index is None else list(class_index))
+    idx = np.asarray(logits).argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=int)
+    return {"relevance": np.asarray(rel, dtype=np.float32), "class_index": idx.astype(int),
             "logits": np.asarray(logits, np.float32), "probs": np.asarray(probs, np.float32),
-            "build_seconds": 0.0 if cached else build, "seconds": time.perf_counter() - t1,
-            "total_seconds": time.perf_counter() - t0}
+            "build_seconds": 0.0 if cached else build, "seconds": time.perf_counter() - t0}

@@ -23,11 +23,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib.io import atomic_path, write_csv
 
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, arr)
 
 
 def save_overlay(image: np.ndarray, heatmap: np.ndarray, out_png: str | os.PathLike, title: str = "",
@@ -73,11 +74,11 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, out_png: str | os.PathL
     if title:
         fig.suptitle(title, fontsize=9)
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+    finally:
+        plt.close(fig)
     return out_png
 
 
@@ -95,7 +96,7 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
                      backbone: str = "compact_densenet", resize_mode: str = "pad",
                      class_index: int | Sequence[int] | None = None, model_name: str | None = None,
                      overlays: bool = True, batch_size: int = 8, overwrite: bool = False,
-                     progress: bool = True, **lrp_params) -> pd.DataFrame:
+                     progress: bool = True, explainers=None, **options) -> pd.DataFrame:
     """Generate heatmaps for every manifest row with each method; write arrays, overlays, index.
 
     Args:
@@ -113,14 +114,19 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
         batch_size: images per explanation call.
         overwrite: recompute images whose ``.npy`` already exists.
         progress: show a tqdm progress bar.
-        **lrp_params: analyzer parameters for the LRP methods (e.g. ``epsilon=1e-7``).
+        explainers: an :class:`cxrlib.explain.factory.ExplainerCache` to reuse (and leave open);
+            None builds one for this call and closes it at the end.
+        **options: explainer options (:func:`cxrlib.explain.factory.make_explainer`), e.g.
+            ``min_cam_size=8`` for Grad-CAM or ``epsilon=1e-7`` for LRP.
 
     Returns:
         The concatenated index: path, model, method, class_index, class, prob, npy, png.
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # plain text bar: tqdm.auto warns (IProgress) without ipywidgets
 
     from cxrlib.data.pipeline import load_images
+    from cxrlib.explain.base import canonical_method
+    from cxrlib.explain.factory import ExplainerCache
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -134,74 +140,50 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
     n = len(df)
     cls = None if class_index is None else np.broadcast_to(np.asarray(class_index, dtype=int), (n,))
     index = []
-    for method in methods:
-        folder = Path(out_dir) / model_name / method
-        folder.mkdir(parents=True, exist_ok=True)
-        todo = [i for i in range(n) if overwrite or not (folder / f"{stems[i]}.npy").is_file()]
-        old = folder / "heatmaps.csv"
-        prev = pd.read_csv(old, dtype={"path": str}, keep_default_na=False) if old.is_file() else None
-        rows = {} if prev is None else {r["path"]: r for r in prev.to_dict("records")}
-        explainer = _Explain(method, model_path)
-        try:
-            bar = tqdm(total=len(todo), desc=f"{model_name}/{method}", unit="img", disable=not progress)
-            for s in range(0, len(todo), batch_size):
-                idx = todo[s:s + batch_size]
-                sub = None if cls is None else cls[idx]
-                maps, ci, prob, signed = explainer(x[idx], sub, **lrp_params)
-                for j, i in enumerate(idx):
-                    npy, png = folder / f"{stems[i]}.npy", folder / f"{stems[i]}.png"
-                    _atomic_save_npy(npy, maps[j].astype(np.float32))
-                    name = classes[ci[j]] if classes is not None else str(ci[j])
-                    if overlays:
-                        save_overlay(shown[i], maps[j], png, signed=signed,
-                                     title=f"{df['path'][i]} | {method} | {name} p={prob[j]:.2f}")
-                    rows[df["path"][i]] = {"path": df["path"][i], "model": model_name, "method": method,
-                                           "class_index": int(ci[j]), "class": name, "prob": float(prob[j]),
-                                           "npy": npy.name, "png": png.name if overlays else ""}
-                bar.update(len(idx))
-                _write_index(folder, rows)  # after every batch: a crash keeps finished images indexed
-            bar.close()
-        finally:
-            explainer.close()
-        _write_index(folder, rows)
-        index.append(pd.DataFrame([rows[p] for p in df["path"] if p in rows]))
+    cache = explainers if explainers is not None else ExplainerCache(**options)
+    try:
+        for method in methods:
+            index.append(_explain_method(canonical_method(method), cache.get(model_path, method), x, shown, df,
+                                         stems, Path(out_dir) / model_name / method, model_name, cls, classes,
+                                         overlays, batch_size, overwrite, progress, tqdm))
+    finally:
+        if explainers is None:
+            cache.close()
     return pd.concat(index, ignore_index=True) if index else pd.DataFrame()
 
 
+def _explain_method(method, explainer, x, shown, df, stems, folder: Path, model_name, cls, classes,
+                    overlays, batch_size, overwrite, progress, tqdm) -> pd.DataFrame:
+    """One model x method folder: arrays, overlays and index for the rows not done yet."""
+    n = len(df)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(n) if overwrite or not (folder / f"{stems[i]}.npy").is_file()]
+    old = folder / "heatmaps.csv"
+    prev = pd.read_csv(old, dtype={"path": str}, keep_default_na=False) if old.is_file() else None
+    rows = {} if prev is None else {r["path"]: r for r in prev.to_dict("records")}
+    bar = tqdm(total=len(todo), desc=f"{model_name}/{method}", unit="img", disable=not progress)
+    for s in range(0, len(todo), batch_size):
+        idx = todo[s:s + batch_size]
+        h = explainer.explain(x[idx], None if cls is None else cls[idx])  # Heatmaps, maps [b, H, W]
+        for j, i in enumerate(idx):
+            npy, png = folder / f"{stems[i]}.npy", folder / f"{stems[i]}.png"
+            _save_npy(npy, h.maps[j].astype(np.float32))
+            name = classes[h.class_index[j]] if classes is not None else str(h.class_index[j])
+            if overlays:
+                save_overlay(shown[i], h.maps[j], png, signed=h.signed,
+                             title=f"{df['path'][i]} | {method} | {name} p={h.prob[j]:.2f}")
+            rows[df["path"][i]] = {"path": df["path"][i], "model": model_name, "method": method,
+                                   "class_index": int(h.class_index[j]), "class": name, "prob": float(h.prob[j]),
+                                   "npy": npy.name, "png": png.name if overlays else ""}
+        bar.update(len(idx))
+        _write_index(folder, rows)  # after every batch: a crash keeps finished images indexed
+    bar.close()
+    _write_index(folder, rows)
+    return pd.DataFrame([rows[p] for p in df["path"] if p in rows])
+
+
 def _write_index(folder: Path, rows: dict) -> None:
-    tmp = folder / "heatmaps.csv.tmp"
-    pd.DataFrame(list(rows.values())).to_csv(tmp, index=False)
-    os.replace(tmp, folder / "heatmaps.csv")
-
-
-class _Explain:
-    """Uniform callable over Grad-CAM and LRP: (images, class_index) -> (maps, idx, prob, signed)."""
-
-    def __init__(self, method: str, model_path: Path):
-        self.method = method
-        if method.startswith("lrp"):
-            from cxrlib.explain.lrp import LRPExplainer
-
-            self._lrp = LRPExplainer(model_path)
-            self._cam = None
-        else:
-            from cxrlib.explain.gradcam import CamExplainer
-            from cxrlib.models import load_model
-
-            self._cam = CamExplainer(load_model(model_path), method=method)
-            self._lrp = None
-
-    def __call__(self, images, class_index, **params):
-        if self._lrp is not None:
-            r = self._lrp.explain(images, method=self.method, class_index=class_index, **params)
-            prob = r.probs[np.arange(len(r.class_index)), r.class_index]
-            return r.relevance, r.class_index, prob, True
-        r = self._cam.explain(images, class_index)
-        return r.maps, r.class_index, r.scores, False
-
-    def close(self):
-        if self._lrp is not None:
-            self._lrp.close()
+    write_csv(folder / "heatmaps.csv", pd.DataFrame(list(rows.values())))
 
 
 def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
@@ -210,3 +192,53 @@ def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     index = pd.read_csv(folder / "heatmaps.csv", dtype={"path": str}, keep_default_na=False)
     maps = np.stack([np.load(folder / f) for f in index["npy"]]) if len(index) else np.zeros((0, 0, 0))
     return index, maps
+
+
+def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[str], explainers=None,
+                   **kwargs) -> dict:
+    """Heatmaps of several models x methods, in the row order of ``df``, keyed by ``(model, method)``.
+
+    Runs :func:`explain_manifest` per model (files under ``out_dir/<model>/<method>/``, resumable)
+    with one :class:`cxrlib.explain.factory.ExplainerCache` for all of them, then reads the maps
+    back.
+
+    Args:
+        models: ``{model name: stage folder or .h5 file}``.
+        df: manifest rows to explain.
+        root: data root.
+        out_dir: output root.
+        methods: heatmap method names (as in the config).
+        explainers: an open :class:`~cxrlib.explain.factory.ExplainerCache` to reuse across calls
+            (the caller closes it); None: one for this call, closed at the end.
+        **kwargs: :func:`explain_manifest` arguments (classes, image_size, backbone, ...) and
+            explainer options (``min_cam_size``, ``epsilon`` ...).
+
+    Returns:
+        ``{(model, method): Heatmaps}`` with the saved maps (signed relevance for LRP),
+        ``class_index`` and ``prob`` of the explained class; ``Heatmaps.display()`` gives [0, 1].
+    """
+    from cxrlib.explain.base import Heatmaps, canonical_method
+    from cxrlib.explain.factory import ExplainerCache, model_file
+
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k not in _MANIFEST_ARGS}
+    out: dict[tuple[str, str], Heatmaps] = {}
+    cache = explainers if explainers is not None else ExplainerCache(**options)
+    try:
+        for name, model in models.items():
+            explain_manifest(df, root, model_file(model), out_dir, methods=methods, model_name=name,
+                             explainers=cache, **kwargs)
+            for method in methods:
+                index, maps = read_heatmaps(Path(out_dir) / name / method)
+                order = pd.Index(index["path"]).get_indexer(df["path"])  # rows of df in the index
+                canon = canonical_method(method)
+                out[(name, method)] = Heatmaps(maps=maps[order], class_index=index["class_index"].to_numpy()[order],
+                                               prob=index["prob"].to_numpy(np.float32)[order],
+                                               signed=canon.startswith("lrp"), method=canon)
+    finally:
+        if explainers is None:
+            cache.close()
+    return out
+
+
+_MANIFEST_ARGS = ("classes", "image_size", "channels", "backbone", "resize_mode", "class_index", "overlays",
+                  "batch_size", "overwrite", "progress")

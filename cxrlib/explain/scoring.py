@@ -25,6 +25,9 @@ API (stable):
   row per image x metric: ``path, model, method, class, metric, value, mask_fraction``.
 - ``summarize_scores(scores) -> DataFrame``: mean, std, n (and the uniform-map baseline of
   ``mass_inside``) per model, method, class and metric.
+- ``score_heatmap_set(heatmaps, masks, paths, classes=None)``: the same table for every
+  ``(model, method)`` of ``cxrlib.explain.batch.explain_models``.
+- ``localisation_summary(scores)``: mean, chance and mean / chance per model, method, metric.
 
 Heatmaps are taken as given: signed LRP relevance or [0, 1] Grad-CAM maps; only the positive
 part counts as evidence for the explained class in ``mass_inside``. An all-zero map has no
@@ -314,4 +317,39 @@ def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
     out["n_undefined"] = g["value"].apply(lambda v: int(v.isna().sum())).to_numpy()
     chance = g["mask_fraction"].mean().to_numpy()
     out["chance"] = np.where(out["metric"] == "auc", 0.5, chance)
+    return out
+
+
+def score_heatmap_set(heatmaps, masks: np.ndarray, paths: Sequence[str], classes: Sequence[str] | None = None,
+                      tolerance: float = 0) -> pd.DataFrame:
+    """:func:`score_heatmaps` for every ``(model, method)`` of ``cxrlib.explain.batch.explain_models``.
+
+    Args:
+        heatmaps: ``{(model, method): Heatmaps}`` over the same images.
+        masks: [N, H, W] bool ground truth of those images.
+        paths: [N] image paths.
+        classes: names of the model outputs; the ``class`` column is then the explained class.
+        tolerance: pointing-game tolerance in pixels.
+    """
+    parts = []
+    for (model, method), h in heatmaps.items():
+        names = None if classes is None else [classes[i] for i in h.class_index]
+        parts.append(score_heatmaps(h.maps, masks, paths, method, classes=names, model=model, tolerance=tolerance))
+    return pd.concat(parts, ignore_index=True)
+
+
+def localisation_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, method and metric: mean, n, chance and mean / chance.
+
+    ``chance`` is what a uniform map scores (the mask's mean area share for ``mass_inside`` and
+    ``pointing_game``, 0.5 for ``auc``); ``x_chance`` = mean / chance, the figure the issue's
+    target "at least twice the chance mass" is read from. Undefined values (all-zero maps) are
+    counted in ``n_undefined``.
+    """
+    keys = ["model", "method", "metric"]
+    g = scores.groupby(keys, sort=True)
+    out = g["value"].agg(mean="mean", n="size").reset_index()
+    out["n_undefined"] = g["value"].apply(lambda v: int(v.isna().sum())).to_numpy()
+    out["chance"] = np.where(out["metric"] == "auc", 0.5, g["mask_fraction"].mean().to_numpy())
+    out["x_chance"] = out["mean"] / out["chance"]
     return out

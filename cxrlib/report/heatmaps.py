@@ -1,15 +1,25 @@
-"""What notebook ``05_heatmaps`` needs around cxrlib.explain: which models, which images.
+"""What notebook ``05_heatmaps`` needs around cxrlib.explain: which models, which images, tables.
 
 Heatmaps, scores and the shortcut audit are cxrlib.explain's (Grad-CAM via tf-keras-vis,
-LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``).
+LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``). Here: the choice
+of models and images from the run config (``heatmap_fold``, ``heatmap_models``,
+``select_images``, ``marker_rows``, ``fold_test_rows``), the explainer options of the
+``heatmaps`` config block (``explainer_options``), and the notebook's tables and picks
+(``display_maps``, ``failure_cases``, ``audit_heatmaps``, ``ablation_table``).
+
+Config keys of the ``heatmaps`` block read here: ``methods``, ``strategies``, ``fold``,
+``n_images``, ``min_cam_size`` (smallest Grad-CAM feature map side, see
+``cxrlib.explain.gradcam.target_layer``), ``lrp`` (iNNvestigate analyzer parameters, e.g.
+``{epsilon: 1.0e-7}``).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from cxrlib.report.plan import HOLDOUT, fold_ids
@@ -73,3 +83,62 @@ def fold_test_rows(target: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame
     if fold == HOLDOUT:
         return target[target["split"] == "test"].reset_index(drop=True)
     return target[target["fold"].astype(str) == str(fold)].reset_index(drop=True)
+
+
+def marker_rows(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 4) -> pd.DataFrame:
+    """Up to ``n`` test images of :func:`heatmap_fold` carrying the burnt-in text marker (may be empty)."""
+    test = fold_test_rows(target, cfg)
+    if "text_box" not in test.columns:
+        return test.head(0)
+    return test[test["text_box"].astype(str).str.strip() != ""].head(n).reset_index(drop=True)
+
+
+def explainer_options(hcfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Explainer options of the ``heatmaps`` config block (``min_cam_size``, ``lrp`` parameters)."""
+    options = dict(hcfg.get("lrp") or {})
+    if hcfg.get("min_cam_size"):
+        options["min_cam_size"] = int(hcfg["min_cam_size"])
+    return options
+
+
+def display_maps(heatmaps: Mapping[tuple[str, str], Any]) -> dict[str, np.ndarray]:
+    """``{"model / method": [N, H, W] maps in [0, 1]}`` for ``plots.heatmap_grid`` column titles."""
+    return {f"{model}\n{method}": h.display() for (model, method), h in heatmaps.items()}
+
+
+def failure_cases(scores: pd.DataFrame, n: int = 3) -> tuple[tuple[str, str], list[str]]:
+    """The best-localising ``(model, method)`` (highest mean ``mass_inside``) and its ``n`` worst images.
+
+    A teacher shows these next to the good cases: where even the best heatmap misses the lesion.
+    """
+    mass = scores[scores["metric"] == "mass_inside"]
+    best = mass.groupby(["model", "method"])["value"].mean().idxmax()
+    rows = mass[(mass["model"] == best[0]) & (mass["method"] == best[1])]
+    return best, rows.sort_values("value", na_position="first")["path"].head(n).tolist()
+
+
+def audit_heatmaps(heatmaps: Mapping[tuple[str, str], Any], rows: pd.DataFrame, root, image_size: int) -> pd.DataFrame:
+    """:func:`cxrlib.explain.shortcuts.shortcut_audit` of every ``(model, method)``, one table."""
+    from cxrlib.explain.shortcuts import shortcut_audit
+
+    return pd.concat([shortcut_audit(h.maps, rows, root, image_size, method=method, model=model)
+                      for (model, method), h in heatmaps.items()], ignore_index=True)
+
+
+def ablation_table(models: Mapping[str, Path], test: pd.DataFrame, root, image_size: int, backbone: str,
+                   classes: Sequence[str], border: float = 0.1) -> pd.DataFrame:
+    """Test accuracy of each model with the border and (when present) the burnt-in text masked out.
+
+    Uses :func:`cxrlib.explain.shortcuts.masked_accuracy`; one row per model and region.
+    """
+    from cxrlib.data.pipeline import load_images
+    from cxrlib.explain.shortcuts import border_mask, masked_accuracy, text_masks
+    from cxrlib.models import load_model
+
+    x = load_images(test, root, image_size, channels=3, backbone=backbone)  # [N, H, W, 3]
+    labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    regions = {"border": border_mask(image_size, border)}
+    if "text_box" in test.columns and (test["text_box"].astype(str).str.strip() != "").any():
+        regions["text"] = text_masks(test, root, image_size)[0]
+    return pd.concat([masked_accuracy(load_model(Path(folder) / "model.h5"), x, labels, regions).assign(model=name)
+                      for name, folder in models.items()], ignore_index=True)

@@ -63,3 +63,21 @@ def test_missing_model_and_bad_image_fail_before_work(phantom_model, tmp_path):
     with pytest.raises(Exception, match="missing.png"):
         explain_manifest(bad, root, model_path, tmp_path, image_size=32, backbone="plain_cnn")
     assert not (tmp_path / "run1").exists()
+
+
+@pytest.mark.slow
+def test_explain_models_keys_by_model_and_method_in_row_order(phantom_model, tmp_path):
+    from cxrlib.explain.batch import explain_models
+
+    root, df, model_path = phantom_model
+    rows = df.head(4)
+    kw = dict(classes=["normal", "pneumonia", "covid19"], image_size=32, backbone="plain_cnn", progress=False)
+    explain_manifest(rows.iloc[[2]], root, model_path, tmp_path, methods=("gradcam",), model_name="a", **kw)
+    got = explain_models({"a": model_path.parent, "b": model_path}, rows, root, tmp_path,
+                         ["gradcam", "lrp.epsilon"], min_cam_size=4, **kw)
+    assert set(got) == {(m, k) for m in "ab" for k in ("gradcam", "lrp.epsilon")}
+    for (model, method), h in got.items():
+        index, maps = read_heatmaps(tmp_path / model / method)
+        assert h.maps.shape == (4, 32, 32) and h.signed == method.startswith("lrp")
+        for i, p in enumerate(rows["path"]):  # resumed file order differs; maps follow the rows
+            np.testing.assert_array_equal(h.maps[i], maps[list(index["path"]).index(p)])

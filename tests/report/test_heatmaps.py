@@ -34,3 +34,43 @@ def test_images_come_from_the_test_fold_and_have_lesions():
     hold = select_images(t, HOLDOUT, n=4)
     assert set(hold["path"]) <= set(t[t["split"] == "test"]["path"])
     assert list(fold_test_rows(t, HOLDOUT)["path"]) == list(t[t["split"] == "test"]["path"])
+
+
+def test_marker_rows_and_explainer_options():
+    from cxrlib.report.heatmaps import explainer_options, marker_rows
+
+    t = _target().assign(text_box=["1,2,3,4" if i % 5 == 0 else "" for i in range(30)])
+    marked = marker_rows(t, KFOLD, n=10)
+    assert len(marked) and (marked["text_box"] != "").all() and set(marked["fold"]) == {"1"}
+    assert len(marker_rows(_target(), KFOLD)) == 0  # no text_box column: nothing, no error
+    assert explainer_options({"min_cam_size": 8, "lrp": {"epsilon": 1e-7}}) == {"epsilon": 1e-7, "min_cam_size": 8}
+    assert explainer_options({}) == {}
+
+
+def test_failure_cases_pick_the_best_pair_and_its_worst_images():
+    import numpy as np
+
+    from cxrlib.explain.base import Heatmaps
+    from cxrlib.explain.scoring import localisation_summary, score_heatmap_set
+    from cxrlib.report.heatmaps import display_maps, failure_cases
+
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, :4, :4] = True  # lesion: top-left quadrant, area share 0.25
+    good = np.zeros((4, 8, 8), np.float32)
+    good[:, 1, 1] = 1.0  # all mass on the lesion
+    good[3] = 0.0
+    good[3, 6, 6] = 1.0  # ... except image 3
+    flat = np.ones((4, 8, 8), np.float32)  # uniform map: chance
+    sets = {("m", "gradcam"): Heatmaps(good, np.zeros(4, int), np.ones(4, np.float32)),
+            ("m", "lrp.epsilon"): Heatmaps(flat - 2 * good, np.zeros(4, int), np.ones(4, np.float32), signed=True)}
+    paths = [f"p{i}" for i in range(4)]
+    scores = score_heatmap_set(sets, masks, paths, classes=["covid19"])
+    summary = localisation_summary(scores).set_index(["method", "metric"])
+    assert summary.loc[("gradcam", "mass_inside"), "mean"] == pytest.approx(0.75)
+    assert summary.loc[("gradcam", "mass_inside"), "x_chance"] == pytest.approx(3.0)
+    assert summary.loc[("gradcam", "pointing_game"), "mean"] == pytest.approx(0.75)
+    assert set(scores["class"]) == {"covid19"}
+    best, worst = failure_cases(scores, n=1)
+    assert best == ("m", "gradcam") and worst == ["p3"]
+    shown = display_maps(sets)
+    assert set(shown) == {"m\ngradcam", "m\nlrp.epsilon"} and shown["m\nlrp.epsilon"].max() == 1.0
