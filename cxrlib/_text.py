@@ -29,7 +29,7 @@ def shown_list(items: Sequence[Any], limit: int = 20, sep: str = "\n  ") -> str:
 
 
 def parse_key_values(items: Iterable[str] | None, option: str = "--set",
-                     example: str = "KEY=VALUE") -> dict[str, str]:
+                     example: str = "KEY=VALUE", form: str = "KEY=VALUE") -> dict[str, str]:
     """Parse repeated ``KEY=VALUE`` options into a dict (values stay strings).
 
     Raises:
@@ -41,6 +41,6 @@ def parse_key_values(items: Iterable[str] | None, option: str = "--set",
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise ValueError(f"{option} {item!r}: expected KEY=VALUE (e.g. {option} {example})")
+            raise ValueError(f"{option} {item!r} is not of the form {form} (e.g. {option} {example})")
         out[key] = value
     return out

@@ -297,13 +297,12 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
         model: the model.
         path: destination ending in ``.h5``.
     """
+    from cxrlib.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.h5")
-    with warnings.catch_warnings():  # "HDF5 is legacy": .h5 is deliberate here (see load_model)
-        warnings.simplefilter("ignore", UserWarning)
+    with atomic_path(path, suffix=".h5") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "HDF5 is legacy": .h5 is deliberate (see load_model)
         model.save(str(tmp), include_optimizer=False)
-    os.replace(tmp, path)
     return path
 
 

@@ -37,14 +37,14 @@ def _handled(func):
 
 def _parse_opts(items: list[str] | None) -> dict:
     """``key=value`` adapter options; ``true``/``false`` become booleans."""
-    opts = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CLIError(f"--opt {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        low = value.strip().lower()
-        opts[key.strip().replace("-", "_")] = {"true": True, "false": False}.get(low, value)
-    return opts
+    from cxrlib._text import parse_key_values
+
+    try:
+        pairs = parse_key_values(items, "--opt", "encoding=latin-1", form="key=value")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return {key.replace("-", "_"): {"true": True, "false": False}.get(value.strip().lower(), value)
+            for key, value in pairs.items()}
 
 
 def _output(path: str | None, what: str = "-o") -> None:

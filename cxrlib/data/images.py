@@ -214,12 +214,11 @@ class BadImageError(ValueError):
 
     def __init__(self, bad: Sequence[BadImage], n_total: int, limit: int = 20):
         self.bad = list(bad)
-        lines = "\n  ".join(str(b) for b in self.bad[:limit])
-        more = len(self.bad) - limit
-        tail = f"\n  ... and {more} more" if more > 0 else ""
+        from cxrlib._text import shown_list
+
         super().__init__(
             f"{len(self.bad)} of {n_total} image(s) cannot be decoded; fix or remove these "
-            f"manifest rows before training:\n  {lines}{tail}"
+            f"manifest rows before training:\n  {shown_list(self.bad, limit)}"
         )
 
 
@@ -316,10 +315,9 @@ def _read_memo(memo: Path) -> set[str]:
 
 def _write_memo(memo: Path, keys: set[str]) -> None:
     """Write the memo atomically (a crash leaves the previous one intact)."""
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # unique: concurrent runs may share a memo
-    tmp.write_text("".join(k + "\n" for k in sorted(keys)), encoding="utf-8")
-    os.replace(tmp, memo)
+    from cxrlib.io import write_text
+
+    write_text(memo, "".join(k + "\n" for k in sorted(keys)))  # unique temp name: runs may share a memo
 
 
 def scan_images(

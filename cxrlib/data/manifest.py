@@ -38,6 +38,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from cxrlib._text import shown_list
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "patient_id", "source", "view", "findings", "label")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "split", "fold", "sha1", "phash", "mask_path", "shortcut", "text_box", "lr_box",
@@ -72,10 +74,7 @@ class ManifestError(ValueError):
     def __init__(self, name: str, problems: Sequence[Problem], limit: int = 20):
         self.name = name
         self.problems = list(problems)
-        shown = "\n  ".join(str(p) for p in self.problems[:limit])
-        more = len(self.problems) - limit
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        super().__init__(f"{name}: {len(self.problems)} problem(s)\n  {shown}{tail}")
+        super().__init__(f"{name}: {len(self.problems)} problem(s)\n  {shown_list(self.problems, limit)}")
 
 
 def line_of(index: int) -> int:

@@ -63,11 +63,11 @@ from cxrlib.data.decode import (  # noqa: F401  (public names of the pipeline, k
     RESIZE_MODES, _size_hw, color_planes, convert_channels, decode_image, load_resized, resize_image,
 )
 from cxrlib.data.manifest import ManifestError, Problem, line_of, split_findings
+from cxrlib.data.taxonomy import NO_FINDING
 
 import tensorflow as tf  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
-NO_FINDING = "No Finding"
 SCAN_MEMO = "scan-ok.tsv"  # in an on-disk cache folder: files the bad-image scan found good
 
 # backbone name -> keras.applications module whose preprocess_input it needs (None: x/255)

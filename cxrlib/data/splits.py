@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib._text import shown_list
 from cxrlib.data.manifest import FINDINGS_SEP, Problem, line_of
 
 GROUP_SEP = "\x1f"
@@ -23,10 +24,7 @@ class LeakageError(ValueError):
 
     def __init__(self, problems: Sequence[Problem], limit: int = 20):
         self.problems = list(problems)
-        shown = "\n  ".join(str(p) for p in self.problems[:limit])
-        more = len(self.problems) - limit
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        super().__init__(f"leakage: {len(self.problems)} problem(s)\n  {shown}{tail}")
+        super().__init__(f"leakage: {len(self.problems)} problem(s)\n  {shown_list(self.problems, limit)}")
 
 
 def group_keys(df: pd.DataFrame, group_col: str = "patient_id") -> pd.Series:

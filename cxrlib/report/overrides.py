@@ -4,6 +4,7 @@ A key is accepted when
 
 - it already exists in the config (after ``--smoke``): the new value must have the same kind
   (integer, number, true/false, text, list, mapping; anything replaces ``null``), or
+- it is one of :data:`OPTIONAL_KEYS` (``heatmaps.min_cam_size`` ...) with that key's kind, or
 - it is a stage option under a training section (``stage``, ``source``, ``transfer``,
   ``strategies.<name>``): a key of :data:`cxrlib.experiment.STAGE_DEFAULTS` or, under
   ``train``, a field of :class:`cxrlib.training.TrainConfig`, with that option's type.
@@ -30,6 +31,16 @@ SECTION_KEYS = {"task", "init", "strategy", "exclude_target_patients"}
 # Mappings whose keys are names chosen by the user (``data.datasets.<collection>: PATH``, set by
 # ``cxr run --dataset``): any key is accepted there; the collection name is checked where it is used.
 OPEN_MAPPINGS = {("data", "datasets")}
+# Optional keys outside the stage sections that a config may leave out, with their kinds
+# (read by cxrlib.report.heatmaps.explainer_options and notebook 05).
+OPTIONAL_KEYS: dict[tuple[str, ...], set[str | None]] = {
+    ("heatmaps", "min_cam_size"): {"integer", None},
+    ("heatmaps", "lrp"): {"mapping", None},
+    ("heatmaps", "n_images"): {"integer", None},
+    ("heatmaps", "fold"): {"integer", None},
+    ("heatmaps", "methods"): {"list", None},
+    ("heatmaps", "strategies"): {"list", None},
+}
 POSITIVE = {"image_size", "batch_size", "channels", "epochs", "k", "n", "n_images", "max_images",
             "max_per_class"}
 
@@ -115,7 +126,7 @@ def check_override(cfg: Mapping[str, Any], dotted: str, value: Any, name: str = 
         if any(tuple(keys[:len(m)]) == m and len(keys) == len(m) + 1 for m in OPEN_MAPPINGS):
             return
         start = _stage_prefix(keys)
-        expected = _stage_option_kinds(keys[start:]) if start and i >= start - 1 else None
+        expected = _stage_option_kinds(keys[start:]) if start and i >= start - 1 else OPTIONAL_KEYS.get(tuple(keys))
         if expected is None:
             here = ".".join(keys[:i]) or "the top level"
             known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "none"

@@ -47,3 +47,13 @@ def test_dataset_paths_are_an_open_mapping():
     check_override(cfg, "data.datasets.nih", "/mnt/nih")
     with pytest.raises(OverrideError, match="no key"):
         check_override(cfg, "data.datasets.nih.extra", "/mnt/nih")
+
+
+def test_optional_heatmap_keys_are_known_with_their_kind():
+    from cxrlib.report.overrides import OverrideError, check_override
+    cfg = {"heatmaps": {"methods": ["gradcam"]}}
+    check_override(cfg, "heatmaps.min_cam_size", 8)
+    with pytest.raises(OverrideError, match="expected integer"):
+        check_override(cfg, "heatmaps.min_cam_size", "big")
+    with pytest.raises(OverrideError, match="must be > 0|no key"):
+        check_override(cfg, "heatmaps.min_cam_sise", 8)

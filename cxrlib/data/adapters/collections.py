@@ -122,10 +122,11 @@ def parse_datasets(items: list[str] | Mapping[str, str] | None) -> dict[str, str
         return {}
     if isinstance(items, Mapping):
         return {str(k): str(v) for k, v in items.items()}
-    out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"--dataset {item!r} is not of the form COLLECTION=PATH (e.g. nih=/mnt/nih)")
-        out[key.strip()] = value.strip()
+    from cxrlib._text import parse_key_values
+
+    out = {k: v.strip() for k, v in parse_key_values([str(i) for i in items], "--dataset", "nih=/mnt/nih",
+                                                      form="COLLECTION=PATH").items()}
+    empty = [k for k, v in out.items() if not v]
+    if empty:
+        raise ValueError(f"--dataset {empty[0]}=: give the collection's folder (e.g. --dataset nih=/mnt/nih)")
     return out

@@ -16,9 +16,8 @@ import zlib
 import numpy as np
 
 from cxrlib.data.phantoms.anatomy import _Lines, _Scene, _blob, _step
-from cxrlib.data.taxonomy import NIH_FINDINGS
+from cxrlib.data.taxonomy import NIH_FINDINGS, NO_FINDING
 
-NO_FINDING = "No Finding"
 COVID_FINDING = "COVID-19"  # the COVID-19 image data collection's finding name
 OTHER_FINDINGS: tuple[str, ...] = tuple(f for f in NIH_FINDINGS if f != "Pneumonia")
 
