@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# The fingerprint store (cxrlib.data.fingerprints) of this test session, not the user's ~/.cache:
+# tests (and the notebooks they run) neither read stale entries nor leave files in the home folder.
+if "CXR_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["CXR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cxr-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
