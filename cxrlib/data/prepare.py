@@ -42,7 +42,7 @@ import pandas as pd
 from cxrlib.data import manifest as mf
 from cxrlib.data import subsets
 from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
-from cxrlib.data.taxonomy import is_multilabel, task_classes
+from cxrlib.data.taxonomy import NO_FINDING, is_multilabel, task_classes
 
 ASIDE_COLUMNS = ("part", "source", "source_row", "file", "findings", "label", "reason", "duplicate_of")
 PAIR_COLUMNS = ("path_a", "path_b", "source_a", "source_b", "kind", "distance")
@@ -56,7 +56,7 @@ class Entry:
     ``collection`` is a key of the folder-name table (``adapter`` defaults to it); ``path``
     (old name ``root``) is an explicit folder, absolute or relative to the data root;
     ``labels`` (or its older name ``classes``) limits the labels taken from it (empty = all):
-    the other rows are set aside with the reason ``label X not in data.<part> labels [...]``,
+    the other rows are set aside with the reason ``class X not taken from this source in NAME``,
     e.g. ``{collection: covid-chestxray, labels: [covid19]}`` keeps the Cohen non-COVID rows out
     of training so that ``external:`` can evaluate them. For a multi-label task (``nih14``) a
     row is kept when any of its ``|``-separated findings is listed.
@@ -145,12 +145,12 @@ def _prefix(values: pd.Series, prefix: str) -> pd.Series:
     return values.where(values == "", prefix + "/" + values) if prefix not in ("", ".") else values
 
 
-def _label_listed(labels: pd.Series, listed, multilabel: bool) -> pd.Series:
-    """Bool per row: its label (any ``|``-separated finding when multi-label) is in ``listed``."""
+def _label_listed(man: pd.DataFrame, listed, multilabel: bool) -> pd.Series:
+    """Bool per row: its ``label`` (multi-label: any ``|``-separated ``findings``) is in ``listed``."""
     listed = set(listed)
     if not multilabel:
-        return labels.isin(listed)
-    return labels.astype(str).map(lambda v: bool(listed & set(v.split("|"))))
+        return man["label"].isin(listed)
+    return man["findings"].astype(str).map(lambda v: bool(listed & set(v.split("|"))))
 
 
 def effective_root(root: Path, folders: list[Path]) -> Path:
@@ -175,9 +175,9 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
     found: dict[str, Path] = {}
     missing, notes = [], []
     for e in entries:
-        allowed = task_classes(e.task or task)
+        allowed = task_classes(e.task or task) + ((NO_FINDING,) if is_multilabel(e.task or task) else ())
         typo = sorted(set(e.classes) - set(allowed))
-        if typo and not is_multilabel(e.task or task):
+        if typo:
             raise ValueError(f"data.{part}: collection {e.collection!r}: classes {typo} are not classes of "
                              f"{e.task or task} ({', '.join(allowed)})")
     for e in entries:
@@ -210,9 +210,10 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
         skip["file"] = _prefix(skip["file"], prefix)
         asides.append(skip.assign(part=part, source=e.collection, label="", duplicate_of=""))
         if e.classes:
-            other = ~_label_listed(man["label"], e.classes, is_multilabel(e.task or task))
-            asides.append(_aside(man[other], part, "label " + man.loc[other, "label"].astype(str)
-                                 + f" not in data.{part} labels {list(e.classes)} of {e.collection} ({name})"))
+            multi = is_multilabel(e.task or task)
+            other = ~_label_listed(man, e.classes, multi)
+            asides.append(_aside(man[other], part, "class " + man.loc[other, "findings" if multi else "label"].astype(str)
+                                 + f" not taken from this source in {name}"))
             man = man[~other]
         frames.append(man)
         notes += [f"{e.collection}: {n}" for n in res.notes]

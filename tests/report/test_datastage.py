@@ -117,9 +117,9 @@ def test_cohen_non_covid_rows_are_held_out_and_evaluated_externally(shared_data,
     cohen = build_manifest("covid-chestxray", cohen_dir, task="paper_a").manifest
     non_covid = cohen[cohen["label"].isin(["normal", "pneumonia", "other_disease"])]
     aside = pd.read_csv(tmp_path / "set_aside.csv", keep_default_na=False)
-    held = aside[aside["reason"].str.contains("not in data.target labels")]
+    held = aside[aside["reason"].str.contains("not taken from this source")]
     assert len(non_covid) > 0 and len(held) == len(non_covid)
-    assert sum(v for k, v in info["set_aside"].items() if "not in data.target labels" in k) == len(non_covid)
+    assert sum(v for k, v in info["set_aside"].items() if "not taken from this source" in k) == len(non_covid)
     cfg["external"]["collections"] = [c for c in cfg["external"]["collections"] if c["name"] == "cohen_non_covid"]
     training = training_rows(info)
     sets, removed = external_collections(cfg, info["root"], training, task_classes("paper_a"))
@@ -130,3 +130,21 @@ def test_cohen_non_covid_rows_are_held_out_and_evaluated_externally(shared_data,
     assert not set(ext["path"]) & set(training["path"])  # no image of the external set is trained on
     assert not set(ext["patient_id"].astype(str)) & set(training.loc[training["source"] == ext["source"].iloc[0],
                                                                       "patient_id"].astype(str))
+
+
+@pytest.mark.shared_data
+def test_source_labels_filter_is_multilabel_aware(shared_data, tmp_path: Path):
+    from cxrlib.data.prepare import Entry, read_entries
+
+    if not (shared_data / "nih-chestxray14-sample").is_dir():
+        pytest.skip("NIH sample not found")
+    every, _, _, _ = read_entries([Entry.from_mapping({"collection": "nih"})], "source", "nih14", shared_data, {})
+    some, aside, _, _ = read_entries([Entry.from_mapping({"collection": "nih", "labels": ["Pneumonia", "Edema"]})],
+                                     "source", "nih14", shared_data, {})
+    # a multi-label row is kept when any of its findings is listed; every other row is set aside, counted
+    assert len(some) and all({"Pneumonia", "Edema"} & set(v.split("|")) for v in some["findings"])
+    held = aside[aside["reason"].str.contains("not taken from this source")]
+    assert len(some) + len(held) == len(every) and not set(some["path"]) & set(held["file"])
+    with pytest.raises(ValueError, match="Pneumonai"):  # a typo is named before any work
+        read_entries([Entry.from_mapping({"collection": "nih", "labels": ["Pneumonai"]})], "source", "nih14",
+                     shared_data, {})
