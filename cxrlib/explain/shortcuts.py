@@ -307,7 +307,8 @@ def shortcut_verdict(summary: pd.DataFrame, ablation: pd.DataFrame, external: Se
             verdict = "effect without relevance"
         else:
             verdict = "no evidence"
-        parts = [f"{r.region} enrichment {r.enrichment:.2f} ({r.method})" for r in s.itertuples()]
+        parts = [f"{r.region} enrichment " + ("undefined, no positive relevance" if np.isnan(r.enrichment)
+                                              else f"{r.enrichment:.2f}") + f" ({r.method})" for r in s.itertuples()]
         parts += [f"masking {r.region} flips {r.flips:.0%} of {r.n_masked} masked"
                   + ("" if np.isnan(r.flips_control) else f" (control {r.flips_control:.0%})") for r in e.itertuples()]
         parts.append("not evaluated on external data" if ext is None else
