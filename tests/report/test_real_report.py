@@ -46,16 +46,16 @@ def real_run(shared_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dom(real_run: Path, tmp_path_factory) -> BeautifulSoup:
     """``index.html`` as headless Chromium built it (after the page's scripts ran)."""
-    exe = _chromium()
-    url = (real_run / "index.html").as_uri()
     profile = tmp_path_factory.mktemp("chromium")
-    common = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-    shot = real_run / "index_screenshot.png"
-    subprocess.run(common + ["--window-size=1280,3200", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=180)
+
+    def browse(*args: str) -> str:  # one headless Chromium call on the page, its stdout
+        cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, (real_run / "index.html").as_uri()]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=180).stdout
+
+    shot = real_run / "index_screenshot.png"  # for a human look at the page
+    browse("--window-size=1280,3200", f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 10_000
-    out = subprocess.run(common + ["--virtual-time-budget=5000", "--dump-dom", url], check=True,
-                         capture_output=True, text=True, timeout=180).stdout
+    out = browse("--virtual-time-budget=5000", "--dump-dom")
     return BeautifulSoup(out, "html.parser")
 
 
