@@ -42,11 +42,11 @@ import pandas as pd
 from cxrlib.data import manifest as mf
 from cxrlib.data import subsets
 from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
-from cxrlib.data.taxonomy import is_multilabel, task_classes
+from cxrlib.data.taxonomy import NO_FINDING, is_multilabel, task_classes
 
 ASIDE_COLUMNS = ("part", "source", "source_row", "file", "findings", "label", "reason", "duplicate_of")
 PAIR_COLUMNS = ("path_a", "path_b", "source_a", "source_b", "kind", "distance")
-ENTRY_KEYS = ("collection", "adapter", "path", "root", "task", "options", "optional", "classes")
+ENTRY_KEYS = ("collection", "adapter", "path", "root", "task", "options", "optional", "classes", "labels")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,11 @@ class Entry:
 
     ``collection`` is a key of the folder-name table (``adapter`` defaults to it); ``path``
     (old name ``root``) is an explicit folder, absolute or relative to the data root;
-    ``classes`` limits the classes taken from it (empty = all).
+    ``labels`` (or its older name ``classes``) limits the labels taken from it (empty = all):
+    the other rows are set aside with the reason ``class X not taken from this source in NAME``,
+    e.g. ``{collection: covid-chestxray, labels: [covid19]}`` keeps the Cohen non-COVID rows out
+    of training so that ``external:`` can evaluate them. For a multi-label task (``nih14``) a
+    row is kept when any of its ``|``-separated findings is listed.
     """
 
     collection: str
@@ -83,7 +87,9 @@ class Entry:
         adapter = item.get("adapter") or (COLLECTIONS[key].adapter if key in COLLECTIONS else key)
         if adapter not in ADAPTERS:
             raise ValueError(f"{where}: unknown adapter {adapter!r}; known: {', '.join(ADAPTERS)}")
-        classes = item.get("classes") or ()
+        if item.get("classes") and item.get("labels"):
+            raise ValueError(f"{where}: entry {dict(item)} gives both classes and labels (labels replaces classes)")
+        classes = item.get("labels") or item.get("classes") or ()
         return cls(str(key), str(adapter), item.get("task"), item.get("path") or item.get("root"),
                    dict(item.get("options") or {}), bool(item.get("optional", False)),
                    tuple([classes] if isinstance(classes, str) else classes))
@@ -139,6 +145,14 @@ def _prefix(values: pd.Series, prefix: str) -> pd.Series:
     return values.where(values == "", prefix + "/" + values) if prefix not in ("", ".") else values
 
 
+def _label_listed(man: pd.DataFrame, listed, multilabel: bool) -> pd.Series:
+    """Bool per row: its ``label`` (multi-label: any ``|``-separated ``findings``) is in ``listed``."""
+    listed = set(listed)
+    if not multilabel:
+        return man["label"].isin(listed)
+    return man["findings"].astype(str).map(lambda v: bool(listed & set(v.split("|"))))
+
+
 def effective_root(root: Path, folders: list[Path]) -> Path:
     """The data root, or the common ancestor when an explicit folder lies outside it."""
     root = Path(os.path.abspath(root))
@@ -161,9 +175,9 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
     found: dict[str, Path] = {}
     missing, notes = [], []
     for e in entries:
-        allowed = task_classes(e.task or task)
+        allowed = task_classes(e.task or task) + ((NO_FINDING,) if is_multilabel(e.task or task) else ())
         typo = sorted(set(e.classes) - set(allowed))
-        if typo and not is_multilabel(e.task or task):
+        if typo:
             raise ValueError(f"data.{part}: collection {e.collection!r}: classes {typo} are not classes of "
                              f"{e.task or task} ({', '.join(allowed)})")
     for e in entries:
@@ -195,9 +209,10 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
         skip = res.skipped.copy()
         skip["file"] = _prefix(skip["file"], prefix)
         asides.append(skip.assign(part=part, source=e.collection, label="", duplicate_of=""))
-        if e.classes and not is_multilabel(e.task or task):
-            other = ~man["label"].isin(e.classes)
-            asides.append(_aside(man[other], part, "class " + man.loc[other, "label"]
+        if e.classes:
+            multi = is_multilabel(e.task or task)
+            other = ~_label_listed(man, e.classes, multi)
+            asides.append(_aside(man[other], part, "class " + man.loc[other, "findings" if multi else "label"].astype(str)
                                  + f" not taken from this source in {name}"))
             man = man[~other]
         frames.append(man)

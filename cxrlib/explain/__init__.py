@@ -24,9 +24,11 @@ Modules (import them directly; nothing heavy is imported here). Typical use::
   ``LRPWorker``, ``lrp``, ``display_map``, ``fast_graph_layer_creation``; measurements in its docstring).
 - :mod:`cxrlib.explain.scoring` -- mass inside mask/box, pointing game, heatmap AUC against
   phantom masks (``load_masks``) and NIH expert boxes (``score_against_boxes``); tidy tables.
-- :mod:`cxrlib.explain.shortcuts` -- border/text relevance audit, masked-region accuracy,
-  source classifier (measured on the shared sample: NIH vs Cohen told apart with accuracy
-  0.93 vs a 0.75 majority baseline at 32 px).
+- :mod:`cxrlib.explain.shortcuts` -- border/text relevance audit, source classifier (measured
+  on the shared sample: NIH vs Cohen told apart with accuracy 0.93 vs a 0.75 majority baseline
+  at 32 px), the shortcut verdict.
+- :mod:`cxrlib.explain.ablation` -- masking ablation: accuracy and flips with a region masked,
+  against a same-size control region (``control_masks``, ``with_controls``, ``region_effects``).
 - :mod:`cxrlib.explain.batch` -- heatmaps over a manifest with a progress bar; ``.npy`` arrays
   and PNG overlays, one folder per model and method (``explain_manifest``, ``read_heatmaps``).
 

@@ -15,14 +15,15 @@ API (stable):
   fraction and ``enrichment`` = mass / area (1 = what a uniform map gives).
 - ``audit_summary(audit, threshold=2.0) -> DataFrame``: per model, method and region: mean mass,
   mean area, ``enrichment`` = mean mass / mean area, ``flagged`` = enrichment > threshold.
-- ``mask_regions(images, masks, fill="mean")``: replace regions (e.g. border, text) by the
-  image's mean outside the region (or 0 / a value).
-- ``masked_accuracy(model, images, labels, regions) -> DataFrame``: accuracy unmasked vs with
-  each region masked (paper B's words-in-the-X-ray experiment, as an ablation).
+- ``mask_regions``, ``masked_accuracy``, ``control_masks``, ``with_controls``, ``region_effects``:
+  the masking ablation, in :mod:`cxrlib.explain.ablation` (re-exported here).
 - ``source_classifier(features_or_images, sources, groups, ...) -> SourceCheck`` and
   ``source_classifier_from_manifest(df, root, image_size=32)``: can a logistic regression on
   downsampled pixels tell which collection an image comes from? Patient-grouped stratified CV
   (scikit-learn), accuracy vs the majority baseline; a high number is a confounding warning.
+- ``control_masks(masks)``, ``with_controls(regions)``: same-size control regions (mirrored box,
+  or a centred box inside the body for symmetric regions such as the border);
+  ``region_effects(ablation)``: flip rate of each region vs its control, per model.
 - ``shortcut_verdict(summary, ablation, external=None, ...) -> DataFrame``: per model, the
   audit's verdict combining relevance (enrichment), effect (masking ablation) and the
   external-validation warnings (see :data:`VERDICTS` and the function's docstring).
@@ -38,6 +39,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib.explain.ablation import (control_masks, mask_regions, masked_accuracy,  # noqa: F401 (re-exported)
+                                     region_effects, with_controls)
 from cxrlib.explain.scoring import box_mask, mass_inside, parse_box
 
 
@@ -156,60 +159,6 @@ def audit_summary(audit: pd.DataFrame, threshold: float = 2.0) -> pd.DataFrame:
     return out
 
 
-def mask_regions(images: np.ndarray, masks: np.ndarray, fill: str | float = "mean") -> np.ndarray:
-    """Copy of ``images`` with the masked pixels replaced.
-
-    Args:
-        images: float [N, H, W, C] (preprocessed or raw).
-        masks: bool [N, H, W] or one [H, W] for all images.
-        fill: ``"mean"`` (per image and channel, mean of the pixels outside the mask), or a number.
-    """
-    images = np.array(images, dtype=np.float32, copy=True)
-    masks = np.broadcast_to(np.asarray(masks, dtype=bool), images.shape[:3])
-    for i in range(len(images)):
-        m = masks[i]
-        if not m.any():
-            continue
-        if fill == "mean":
-            value = images[i][~m].mean(axis=0) if (~m).any() else 0.0  # [C]
-        else:
-            value = float(fill)
-        images[i][m] = value
-    return images
-
-
-def masked_accuracy(model, images: np.ndarray, labels: np.ndarray, regions: Mapping[str, np.ndarray],
-                    fill: str | float = "mean", batch_size: int = 32) -> pd.DataFrame:
-    """Accuracy with and without each region masked out (single-label models).
-
-    Args:
-        model: keras model (or any object with ``predict``) giving [N, K] scores.
-        images: float32 [N, H, W, C], preprocessed for the model.
-        labels: int [N] true class indices.
-        regions: name -> bool mask [N, H, W] or [H, W] (e.g. ``{"border": ..., "text": ...}``).
-        fill: see :func:`mask_regions`.
-        batch_size: prediction batch size.
-
-    Returns:
-        DataFrame[region, n, n_masked, accuracy, accuracy_unmasked, delta, changed]:
-        ``changed`` is the fraction of predictions that flip when the region is masked.
-    """
-    labels = np.asarray(labels, dtype=int)
-    base = np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).argmax(axis=1)
-    acc0 = float((base == labels).mean())
-    rows = [{"region": "none", "n": len(labels), "n_masked": 0, "accuracy": acc0,
-             "accuracy_unmasked": acc0, "delta": 0.0, "changed": 0.0}]
-    for name, masks in regions.items():
-        masks = np.broadcast_to(np.asarray(masks, dtype=bool), images.shape[:3])
-        pred = np.asarray(model.predict(mask_regions(images, masks, fill), batch_size=batch_size,
-                                        verbose=0)).argmax(axis=1)
-        acc = float((pred == labels).mean())
-        rows.append({"region": name, "n": len(labels), "n_masked": int(masks.any(axis=(1, 2)).sum()),
-                     "accuracy": acc, "accuracy_unmasked": acc0, "delta": acc - acc0,
-                     "changed": float((pred != base).mean())})
-    return pd.DataFrame(rows)
-
-
 @dataclass
 class SourceCheck:
     """Result of :func:`source_classifier`: can pixels alone reveal the collection?"""
@@ -310,15 +259,6 @@ VERDICTS = {
 }
 
 
-def control_masks(masks: np.ndarray) -> np.ndarray:
-    """Same-size control regions: each mask mirrored left-right (bool [N, H, W] or [H, W]).
-
-    Masking any region perturbs a small model a little; the flips caused by masking a
-    control box of the same size elsewhere are the baseline a region's effect is judged against.
-    """
-    return np.asarray(masks, dtype=bool)[..., ::-1].copy()
-
-
 def shortcut_verdict(summary: pd.DataFrame, ablation: pd.DataFrame, external: Sequence[Mapping] | None = None,
                      enrichment_threshold: float = 2.0, effect_threshold: float = 0.2) -> pd.DataFrame:
     """The audit's verdict per model: relevance (heatmaps) x effect (ablation, external data).
@@ -328,7 +268,10 @@ def shortcut_verdict(summary: pd.DataFrame, ablation: pd.DataFrame, external: Se
     **effect** when masking it flips more than ``effect_threshold`` (20 points) of the
     predictions *of the images where it was masked* (``changed * n / n_masked`` of
     :func:`masked_accuracy`) beyond the flips of its control region when the ablation has one
-    (a region named ``<region>_control``, e.g. from :func:`control_masks`). Measured on the
+    (a region named ``<region>_control``, from :func:`control_masks` / :func:`with_controls`;
+    the excess is :func:`region_effects`' ``excess``). 20 points: a fifth of the masked images
+    change class because of *where* the mask is rather than *that* something was masked; below
+    it, a few flips on a test fold of tens of images are within sampling noise. Measured on the
     phantoms of ``tests/explain/test_shortcuts.py``: masking the text flipped 17 of 21 masked
     predictions of the text-shortcut model and 2 of 16 of the clean model.
     A model **fails externally** when it has any external-validation warning other than
@@ -347,17 +290,14 @@ def shortcut_verdict(summary: pd.DataFrame, ablation: pd.DataFrame, external: Se
         with ``verdict`` one of :data:`VERDICTS` and ``evidence`` a sentence with the numbers.
     """
     names = sorted(set(summary["model"]) | set(ablation["model"]))
+    effects = region_effects(ablation)
     rows = []
     for m in names:
         s = summary[summary["model"] == m]
         rel = s[s["enrichment"] > enrichment_threshold]
-        a = ablation[(ablation["model"] == m) & (ablation["region"] != "none")]
-        frac = dict(zip(a["region"], (a["changed"] * a["n"] / a["n_masked"].where(a["n_masked"] > 0)).fillna(0.0)))
-        masked = dict(zip(a["region"], a["n_masked"]))
-        excess = {r: f - frac.get(f"{r}_control", 0.0) for r, f in frac.items() if not r.endswith("_control")}
-        eff = a[a["region"].isin([r for r, e in excess.items() if e > effect_threshold])]
+        e = effects[effects["model"] == m]
         ext = None if external is None else [w for w in external if w.get("model") == m and w.get("kind") != "too_few"]
-        rel_regions, eff_regions = sorted(set(rel["region"])), sorted(set(eff["region"]))
+        rel_regions, eff_regions = sorted(set(rel["region"])), sorted(set(e["region"][e["excess"] > effect_threshold]))
         shown = set(rel_regions) & set(eff_regions)
         if rel_regions and (shown or ext):
             verdict = "relevance and effect"
@@ -367,9 +307,10 @@ def shortcut_verdict(summary: pd.DataFrame, ablation: pd.DataFrame, external: Se
             verdict = "effect without relevance"
         else:
             verdict = "no evidence"
-        parts = [f"{r.region} enrichment {r.enrichment:.2f} ({r.method})" for r in s.itertuples()]
-        parts += [f"masking {r} flips {frac[r]:.0%} of {int(masked[r])} masked"
-                  + (f" (control {frac[r + '_control']:.0%})" if f"{r}_control" in frac else "") for r in excess]
+        parts = [f"{r.region} enrichment " + ("undefined, no positive relevance" if np.isnan(r.enrichment)
+                                              else f"{r.enrichment:.2f}") + f" ({r.method})" for r in s.itertuples()]
+        parts += [f"masking {r.region} flips {r.flips:.0%} of {r.n_masked} masked"
+                  + ("" if np.isnan(r.flips_control) else f" (control {r.flips_control:.0%})") for r in e.itertuples()]
         parts.append("not evaluated on external data" if ext is None else
                      f"{len(ext)} external warning(s)" + (f": {ext[0]['message']}" if ext else ""))
         rows.append({"model": m, "verdict": verdict, "relevance": ", ".join(rel_regions),

@@ -5,7 +5,8 @@ LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``). He
 of models and images from the run config (``heatmap_fold``, ``heatmap_models``,
 ``select_images``, ``marker_rows``, ``fold_test_rows``), the explainer options of the
 ``heatmaps`` config block (``explainer_options``), and the notebook's tables and picks
-(``display_maps``, ``failure_cases``, ``audit_heatmaps``, ``ablation_table``).
+(``display_maps``, ``failure_cases``, ``audit_heatmaps``, ``ablation_table``,
+``shortcut_table``).
 
 Config keys of the ``heatmaps`` block read here: ``methods``, ``strategies``, ``fold``,
 ``n_images``, ``min_cam_size`` (smallest Grad-CAM feature map side, see
@@ -127,12 +128,15 @@ def audit_heatmaps(heatmaps: Mapping[tuple[str, str], Any], rows: pd.DataFrame, 
 
 def ablation_table(models: Mapping[str, Path], test: pd.DataFrame, root, image_size: int, backbone: str,
                    classes: Sequence[str], border: float = 0.1) -> pd.DataFrame:
-    """Test accuracy of each model with the border and (when present) the burnt-in text masked out.
+    """Test accuracy of each model with the border, the burnt-in text (when present) and their
+    same-size control regions masked out (``border_control``, ``text_control``).
 
-    Uses :func:`cxrlib.explain.shortcuts.masked_accuracy`; one row per model and region.
+    Uses :func:`cxrlib.explain.ablation.masked_accuracy` with
+    :func:`cxrlib.explain.ablation.with_controls`; one row per model and region.
     """
     from cxrlib.data.pipeline import load_images
-    from cxrlib.explain.shortcuts import border_mask, masked_accuracy, text_masks
+    from cxrlib.explain.ablation import masked_accuracy, with_controls
+    from cxrlib.explain.shortcuts import border_mask, text_masks
     from cxrlib.models import load_model
 
     x = load_images(test, root, image_size, channels=3, backbone=backbone)  # [N, H, W, 3]
@@ -140,5 +144,27 @@ def ablation_table(models: Mapping[str, Path], test: pd.DataFrame, root, image_s
     regions = {"border": border_mask(image_size, border)}
     if "text_box" in test.columns and (test["text_box"].astype(str).str.strip() != "").any():
         regions["text"] = text_masks(test, root, image_size)[0]
+    regions = with_controls(regions)
     return pd.concat([masked_accuracy(load_model(Path(folder) / "model.h5"), x, labels, regions).assign(model=name)
                       for name, folder in models.items()], ignore_index=True)
+
+
+def shortcut_table(audit: pd.DataFrame, ablation: pd.DataFrame, threshold: float = 2.0,
+                   effect_threshold: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Notebook ``05_heatmaps``' shortcut evidence: (per model and region, per model verdict).
+
+    The first table has, per model and region, the highest relevance ``enrichment`` over the
+    methods (:func:`cxrlib.explain.shortcuts.audit_summary`) beside the flip rate of masking the
+    region, of masking its control region and the excess
+    (:func:`cxrlib.explain.ablation.region_effects`); the second is
+    :func:`cxrlib.explain.shortcuts.shortcut_verdict` without external data (notebook
+    ``07_external`` adds the external results).
+    """
+    from cxrlib.explain.shortcuts import audit_summary, region_effects, shortcut_verdict
+
+    summary = audit_summary(audit, threshold=threshold)
+    best = (summary.sort_values("enrichment", ascending=False).groupby(["model", "region"], as_index=False)
+            .first()[["model", "region", "method", "enrichment"]])
+    table = best.merge(region_effects(ablation), on=["model", "region"], how="outer").sort_values(["model", "region"])
+    verdict = shortcut_verdict(summary, ablation, enrichment_threshold=threshold, effect_threshold=effect_threshold)
+    return table.reset_index(drop=True), verdict

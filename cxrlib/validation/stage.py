@@ -19,6 +19,7 @@ What the stage does (each step one function here):
 2. :func:`trained_models`: every transfer stage of the run (each strategy on each fold).
 3. :func:`cxrlib.validation.run.evaluate_external`: predictions and tables, warnings.
 4. :func:`source_check`: can a logistic regression tell the training images' collection?
+   (:func:`source_figure` draws it)
 5. :func:`verdicts`: the shortcut verdict per explained model (heatmap audit + masking ablation
    of ``05_heatmaps`` + the external warnings).
 
@@ -100,7 +101,28 @@ def source_check(target: pd.DataFrame, root: str | os.PathLike, image_size: int 
     res = source_classifier_from_manifest(target, root, image_size=image_size, n_splits=k)
     return {"accuracy": res.accuracy, "accuracy_std": res.accuracy_std, "balanced_accuracy": res.balanced_accuracy,
             "baseline": res.baseline, "n_images": res.n_images, "n_splits": res.n_splits, "counts": res.counts,
-            "warning": res.warning}
+            "per_fold": res.per_fold, "warning": res.warning}
+
+
+def source_figure(source: Mapping[str, Any]):
+    """Bar chart of :func:`source_check`: accuracy per CV fold against the majority baseline
+    (left) and the training images per collection (right); None without a check."""
+    import matplotlib.pyplot as plt
+
+    if "accuracy" not in source:
+        return None
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8, 2.8), gridspec_kw={"width_ratios": [3, 2]})
+    folds = source.get("per_fold") or [source["accuracy"]]
+    ax.bar([f"fold {i}" for i in range(len(folds))], folds, color="tab:red")
+    ax.axhline(source["baseline"], color="k", ls="--", label=f"majority baseline {source['baseline']:.2f}")
+    ax.set(ylim=(0, 1), ylabel="accuracy", title=f"source classifier: {source['accuracy']:.2f} "
+           f"± {source['accuracy_std']:.2f}")
+    ax.legend(loc="lower right", fontsize=8)
+    counts = source.get("counts") or {}
+    bx.barh(list(counts), list(counts.values()), color="tab:gray")
+    bx.set(xlabel="training images", title="per collection")
+    fig.tight_layout()
+    return fig
 
 
 def verdicts(heatmap_dir: Path, external_warnings: list[dict] | None, fold: int, block: Mapping[str, Any]

@@ -132,6 +132,37 @@ def test_verdict_relevance_is_not_reliance():
     assert np.array_equal(SC.control_masks(np.eye(3, dtype=bool))[0], [False, False, True])
 
 
+def test_control_masks_same_size_elsewhere():
+    border = SC.border_mask(64, 0.1)  # symmetric: its mirror is itself
+    ctrl = SC.control_masks(border)
+    assert abs(int(ctrl.sum()) - int(border.sum())) <= 64  # same area up to one row of rounding
+    assert not (ctrl & border).any()  # inside the body, not on the frame
+    assert ctrl[32, 32] and not ctrl[3, 32]
+    text = np.zeros((2, 64, 64), bool)
+    text[0, 2:8, 1:30] = True  # a text box in the top-left corner -> mirrored to the top right
+    ctrl = SC.control_masks(text)
+    assert ctrl[0].sum() == text[0].sum() and not (ctrl[0] & text[0]).any() and ctrl[0][2:8, 34:63].all()
+    assert not ctrl[1].any()  # no box, no control
+    assert set(SC.with_controls({"border": border})) == {"border", "border_control"}
+
+
+def test_border_effect_is_judged_against_its_control():
+    # the real sample (issue 10): masking the border flipped 38-56 % of the predictions, flagged as an
+    # effect with nothing to compare against; with a control flipping about as much there is no effect
+    rows = [{"model": "m", "region": "none", "n": 100, "n_masked": 0, "changed": 0.0},
+            {"model": "m", "region": "border", "n": 100, "n_masked": 100, "changed": 0.50},
+            {"model": "m", "region": "border_control", "n": 100, "n_masked": 100, "changed": 0.45}]
+    summary = pd.DataFrame([{"model": "m", "method": "gradcam", "region": "border", "enrichment": 1.1}])
+    eff = SC.region_effects(pd.DataFrame(rows)).iloc[0]
+    assert (eff["region"], eff["flips"], eff["flips_control"]) == ("border", 0.5, 0.45)
+    assert eff["excess"] == pytest.approx(0.05)
+    assert SC.shortcut_verdict(summary, pd.DataFrame(rows))["verdict"][0] == "no evidence"
+    rows[2]["changed"] = 0.05  # the same flips against a quiet control: the border is used
+    v = SC.shortcut_verdict(summary, pd.DataFrame(rows)).iloc[0]
+    assert v["verdict"] == "effect without relevance" and "control 5%" in v["evidence"]
+    assert np.isnan(SC.region_effects(pd.DataFrame(rows[:2]))["flips_control"][0])  # no control row
+
+
 def _tiny_cnn(size):
     from tensorflow import keras
 
@@ -156,6 +187,11 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     model, did NOT localise the words (text enrichment 0.19 vs 1.48) but moved its mass to the
     border (border enrichment 2.8 vs 0.99): its 16x16 map with spatially averaged weights is too
     coarse for a 4-pixel-high marker, which is why paper B's LRP is used for this audit.
+    With same-size control regions (run of 2026-11-30, machine loaded by a parallel report run):
+    masking the text flipped 81 % of 21 masked predictions of the shortcut model vs 24 % for the
+    mirrored control box (clean: 12 % vs 12 %); masking the border flipped 53 % vs 50 % for the
+    centred control (clean: 27 % vs 29 %): without the control the clean model's border would
+    pass the 20-point effect threshold. Verdicts: shortcut "relevance and effect", clean "no evidence".
     """
     from tensorflow import keras
 
@@ -192,7 +228,7 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
         audit = SC.shortcut_audit(rel, test, root, size, model=f"p={p}", method="lrp.epsilon")
         summary[p] = SC.audit_summary(audit).set_index("region")
         text, _ = SC.text_masks(test, root, size)
-        abl = SC.masked_accuracy(model, x[te], y[te], {"text": text, "text_control": SC.control_masks(text)}
+        abl = SC.masked_accuracy(model, x[te], y[te], SC.with_controls({"text": text, "border": SC.border_mask(size)})
                                  ).assign(model=f"p={p}")
         ablations.append(abl)
         drops[p] = abl.set_index("region").loc["text", "delta"]

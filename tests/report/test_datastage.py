@@ -80,3 +80,71 @@ def test_run_dataset_option_reaches_the_plan(tmp_path: Path):
     assert [e.collection for e in plan.target] == ["nih", "covid-chestxray"]  # figure1 is external
     with pytest.raises(ValueError, match="COLLECTION=PATH"):
         _dataset_sets(["nih"])
+
+
+def test_adapter_entry_labels_are_checked():
+    from cxrlib.data.prepare import Entry
+
+    e = Entry.from_mapping({"collection": "covid-chestxray", "task": "paper_a", "labels": ["covid19"]})
+    assert e.classes == ("covid19",) and e.adapter == "covid-chestxray"
+    assert Entry.from_mapping({"collection": "nih", "labels": "normal"}).classes == ("normal",)
+    with pytest.raises(ValueError, match="both classes and labels"):
+        Entry.from_mapping({"collection": "nih", "labels": ["normal"], "classes": ["normal"]})
+    with pytest.raises(ValueError, match="unknown key"):
+        Entry.from_mapping({"collection": "nih", "label": ["normal"]})
+
+
+@pytest.mark.shared_data
+def test_cohen_non_covid_rows_are_held_out_and_evaluated_externally(shared_data, tmp_path: Path):
+    """paper_a_real trains on the Cohen collection's COVID-19 rows only; its normal / pneumonia /
+    other rows are set aside (counted, with the reason) and form the external set cohen_non_covid,
+    none of whose images or patients is in a training manifest."""
+    from cxrlib.data.adapters import build_manifest
+    from cxrlib.data.taxonomy import task_classes
+    from cxrlib.report.config import load_experiment
+    from cxrlib.report.runner import EXPERIMENTS_DIR
+    from cxrlib.validation.stage import external_collections, training_rows
+
+    cohen_dir = shared_data / "covid-chestxray-dataset"
+    if not cohen_dir.is_dir():
+        pytest.skip(f"{cohen_dir} not found")
+    cfg = load_experiment(EXPERIMENTS_DIR / "paper_a_real.yaml", smoke=True)
+    cfg["strategies"] = {"scratch": cfg["strategies"]["scratch"]}  # no source part: seconds, not minutes
+    info = prepare_data(cfg, tmp_path, tmp_path, data_root=shared_data)
+    target = read_manifest(info["target"])
+    assert set(target.loc[target["source"].str.contains("covid"), "label"]) == {"covid19"}
+    # every non-COVID Cohen row is set aside with its reason, none silently dropped
+    cohen = build_manifest("covid-chestxray", cohen_dir, task="paper_a").manifest
+    non_covid = cohen[cohen["label"].isin(["normal", "pneumonia", "other_disease"])]
+    aside = pd.read_csv(tmp_path / "set_aside.csv", keep_default_na=False)
+    held = aside[aside["reason"].str.contains("not taken from this source")]
+    assert len(non_covid) > 0 and len(held) == len(non_covid)
+    assert sum(v for k, v in info["set_aside"].items() if "not taken from this source" in k) == len(non_covid)
+    cfg["external"]["collections"] = [c for c in cfg["external"]["collections"] if c["name"] == "cohen_non_covid"]
+    training = training_rows(info)
+    sets, removed = external_collections(cfg, info["root"], training, task_classes("paper_a"))
+    ext = sets["cohen_non_covid"]
+    assert len(ext) > 0 and set(ext["label"]) <= {"normal", "pneumonia", "other_disease"}
+    held_paths = set("covid-chestxray-dataset/" + non_covid["path"])
+    assert set(ext["path"]) <= held_paths <= set(ext["path"]) | set(removed["path"])  # each kept or removed with a reason
+    assert not set(ext["path"]) & set(training["path"])  # no image of the external set is trained on
+    assert not set(ext["patient_id"].astype(str)) & set(training.loc[training["source"] == ext["source"].iloc[0],
+                                                                      "patient_id"].astype(str))
+
+
+@pytest.mark.shared_data
+def test_source_labels_filter_is_multilabel_aware(shared_data, tmp_path: Path):
+    from cxrlib.data.prepare import Entry, read_entries
+
+    if not (shared_data / "nih-chestxray14-sample").is_dir():
+        pytest.skip("NIH sample not found")
+    every, _, _, _ = read_entries([Entry.from_mapping({"collection": "nih"})], "source", "nih14", shared_data, {})
+    some, aside, _, _ = read_entries([Entry.from_mapping({"collection": "nih", "labels": ["Pneumonia", "Edema"]})],
+                                     "source", "nih14", shared_data, {})
+    # a multi-label row is kept when any of its findings is listed; every other row is set aside, counted
+    assert len(some) and all({"Pneumonia", "Edema"} & set(v.split("|")) for v in some["findings"])
+    held = aside[aside["reason"].str.contains("not taken from this source")]
+    assert len(some) + len(held) == len(every) and not set(some["path"]) & set(held["file"])
+    with pytest.raises(ValueError, match="Pneumonai"):  # a typo is named before any work
+        read_entries([Entry.from_mapping({"collection": "nih", "labels": ["Pneumonai"]})], "source", "nih14",
+                     shared_data, {})

@@ -74,3 +74,26 @@ def test_failure_cases_pick_the_best_pair_and_its_worst_images():
     assert best == ("m", "gradcam") and worst == ["p3"]
     shown = display_maps(sets)
     assert set(shown) == {"m\ngradcam", "m\nlrp.epsilon"} and shown["m\nlrp.epsilon"].max() == 1.0
+
+
+def test_shortcut_table_shows_enrichment_flips_control_and_verdict():
+    from cxrlib.report.heatmaps import shortcut_table
+
+    audit = pd.DataFrame([
+        {"path": f"p{i}", "model": m, "method": meth, "region": "text", "mass": mass, "area": 0.05}
+        for i in range(4) for m, meth, mass in (("clean", "lrp.epsilon", 0.04), ("clean", "gradcam", 0.06),
+                                                ("shortcut", "lrp.epsilon", 0.30), ("shortcut", "gradcam", 0.02))])
+    abl = pd.DataFrame([{"model": m, "region": r, "n": 40, "n_masked": 20, "changed": c}
+                        for m, flips in (("clean", (0.05, 0.05)), ("shortcut", (0.4, 0.05)))
+                        for r, c in zip(("text", "text_control"), flips)]
+                       + [{"model": m, "region": "none", "n": 40, "n_masked": 0, "changed": 0.0}
+                          for m in ("clean", "shortcut")])
+    table, verdict = shortcut_table(audit, abl)
+    t = table.set_index("model")
+    # the best method's enrichment per model: gradcam 1.2 for clean, lrp 6.0 for the shortcut model
+    assert t.loc["clean", "method"] == "gradcam" and t.loc["clean", "enrichment"] == pytest.approx(1.2)
+    assert t.loc["shortcut", "enrichment"] == pytest.approx(6.0)
+    assert t.loc["shortcut", "flips"] == pytest.approx(0.8) and t.loc["shortcut", "flips_control"] == pytest.approx(0.1)
+    assert t.loc["clean", "excess"] == pytest.approx(0.0)
+    v = verdict.set_index("model")["verdict"]
+    assert v["shortcut"] == "relevance and effect" and v["clean"] == "no evidence"
