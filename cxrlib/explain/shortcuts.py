@@ -172,6 +172,7 @@ class SourceCheck:
     n_splits: int
     counts: dict = field(default_factory=dict)  # images per source
     per_fold: list = field(default_factory=list)
+    set_aside: dict = field(default_factory=dict)  # source -> reason it could not be cross-validated
 
     @property
     def warning(self) -> str:
@@ -182,7 +183,9 @@ class SourceCheck:
                 f"accuracy {self.accuracy:.3f} ± {self.accuracy_std:.3f} (balanced {self.balanced_accuracy:.3f}) "
                 f"vs majority baseline {self.baseline:.3f} ({self.n_images} images, {self.n_groups} patients, "
                 f"{self.n_splits}-fold patient-grouped CV). A classifier trained on these images can learn the "
-                "source instead of the disease.")
+                "source instead of the disease."
+                + (" Left out (too few patients to cross-validate): "
+                   + "; ".join(f"{k}: {v}" for k, v in self.set_aside.items()) + "." if self.set_aside else ""))
 
 
 def source_classifier(images: np.ndarray, sources: Sequence[str], groups: Sequence[str],
@@ -193,7 +196,10 @@ def source_classifier(images: np.ndarray, sources: Sequence[str], groups: Sequen
         images: [N, ...] downsampled images (flattened inside) or feature vectors.
         sources: [N] source name per image (manifest ``source``).
         groups: [N] patient group per image (images of one patient never straddle folds).
-        n_splits: CV folds (``StratifiedGroupKFold``).
+        n_splits: CV folds (``StratifiedGroupKFold``), at most: with fewer patients in a
+            source, the folds are reduced to that number (at least 2), and a source with a
+            single patient is left out with the reason (``SourceCheck.set_aside``) rather than
+            stopping the report.
         seed: fold shuffling seed.
         C: inverse L2 regularisation of the logistic regression.
     """
@@ -208,11 +214,20 @@ def source_classifier(images: np.ndarray, sources: Sequence[str], groups: Sequen
     g = np.asarray(groups).astype(str)
     if not (len(x) == len(y) == len(g)):
         raise ValueError(f"{len(x)} images, {len(y)} sources and {len(g)} groups differ in number")
+    set_aside = {}
+    for name in np.unique(y):  # a source needs 2 patients to be in a test fold and a training fold
+        n_pat = len(np.unique(g[y == name]))
+        if n_pat < 2:
+            set_aside[str(name)] = f"{int((y == name).sum())} image(s) of {n_pat} patient"
+    if set_aside:
+        keep = ~np.isin(y, list(set_aside))
+        x, y, g = x[keep], y[keep], g[keep]
     names, counts = np.unique(y, return_counts=True)
     if len(names) < 2:
-        raise ValueError(f"need at least two sources, got {list(names)}")
-    if counts.min() < n_splits:
-        raise ValueError(f"source {names[counts.argmin()]!r} has {counts.min()} images, fewer than {n_splits} folds")
+        raise ValueError(f"need at least two sources with 2 or more patients each, got {list(names)}"
+                         + (f" (left out: {set_aside})" if set_aside else ""))
+    fewest = min(len(np.unique(g[y == name])) for name in names)
+    n_splits = max(2, min(n_splits, fewest))
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     accs, baccs = [], []
     for train, test in cv.split(x, y, g):
@@ -224,7 +239,8 @@ def source_classifier(images: np.ndarray, sources: Sequence[str], groups: Sequen
     return SourceCheck(accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
                        balanced_accuracy=float(np.mean(baccs)), baseline=float(counts.max() / counts.sum()),
                        n_images=len(y), n_groups=len(np.unique(g)), n_splits=n_splits,
-                       counts=dict(zip(names.tolist(), counts.tolist())), per_fold=[float(a) for a in accs])
+                       counts=dict(zip(names.tolist(), counts.tolist())), per_fold=[float(a) for a in accs],
+                       set_aside=set_aside)
 
 
 def source_classifier_from_manifest(df: pd.DataFrame, root: str | os.PathLike, image_size: int = 32,

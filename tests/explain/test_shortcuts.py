@@ -241,3 +241,15 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     verdict = SC.shortcut_verdict(both, pd.concat(ablations, ignore_index=True)).set_index("model")["verdict"]
     assert verdict["p=1.0"] == "relevance and effect", verdict
     assert verdict["p=0.0"] in ("no evidence", "relevance without effect"), verdict
+
+
+def test_source_classifier_with_small_sources_reduces_folds_and_names_what_it_left_out():
+    """A collection with 3 images (e.g. Figure 1 in a small draw) must not stop the report."""
+    rng = np.random.default_rng(1)
+    src = np.array(["a"] * 40 + ["b"] * 3 + ["c"] * 2)
+    groups = np.array([f"p{i}" for i in range(43)] + ["single", "single"])  # c: one patient
+    check = SC.source_classifier(rng.normal(size=(45, 8, 8)), src, groups, n_splits=5)
+    assert check.n_splits == 3 and check.counts == {"a": 40, "b": 3}
+    assert check.set_aside == {"c": "2 image(s) of 1 patient"} and "Left out" in check.warning
+    with pytest.raises(ValueError, match="left out"):
+        SC.source_classifier(rng.normal(size=(42, 4)), ["a"] * 40 + ["c"] * 2, [f"p{i}" for i in range(40)] + ["s", "s"])
