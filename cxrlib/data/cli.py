@@ -204,7 +204,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     group_col = "patient_group" if "patient_group" in df.columns and (df["patient_group"] != "").all() \
         else "patient_id"
     if args.folds:
-        from cxrlib.data.subsets import few_patient_classes
+        from cxrlib.data.selection import few_patient_classes
 
         few = few_patient_classes(df.assign(_g=group_keys(df, group_col)), args.folds, "_g", args.label_col)
         for cls, n in few.items():

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from cxrlib.data import manifest as mf
-from cxrlib.data import subsets
+from cxrlib.data import selection
 from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
 from cxrlib.data.taxonomy import NO_FINDING, is_multilabel, task_classes
 
@@ -298,7 +298,7 @@ def _select_target(target: pd.DataFrame, plan: Plan, root: Path, notes: list[str
     """Empty labels, repeated paths, validation, caps, earlier split columns (see module docstring)."""
     asides = []
     if not is_multilabel(plan.task):
-        target, unlabeled = subsets.without_label(target)
+        target, unlabeled = selection.without_label(target)
         asides.append(_aside(unlabeled, "target", f"no {plan.task} label"))
     again = target["path"].duplicated()
     asides.append(_aside(target[again], "target", "path listed twice (first kept)"))
@@ -307,7 +307,7 @@ def _select_target(target: pd.DataFrame, plan: Plan, root: Path, notes: list[str
     mf.check_manifest(target, root=root, classes=task_classes(plan.task) if single else None,
                       require_label=single, name=f"{plan.name} target")
     if plan.max_per_class and single:
-        target, over = subsets.cap_per_class(target, int(plan.max_per_class), int(plan.cap_seed))
+        target, over = selection.cap_per_class(target, int(plan.max_per_class), int(plan.cap_seed))
         asides.append(_aside(over, "target", f"above max_per_class={plan.max_per_class}"))
     old = [c for c in ("split", "fold") if c in target.columns and (target[c] != "").any()]
     if old:
@@ -324,7 +324,7 @@ def split_and_check(target: pd.DataFrame, plan: Plan, pairs: pd.DataFrame | None
         from cxrlib.data.dedup import patient_groups
 
         target = target.assign(patient_group=patient_groups(target, pd.DataFrame(columns=list(PAIR_COLUMNS))))
-    few = subsets.few_patient_classes(target, max(plan.folds, 0))
+    few = selection.few_patient_classes(target, max(plan.folds, 0))
     if few:
         notes.append("classes with fewer patients than folds (some folds lack them): "
                      + ", ".join(f"{k} {v}" for k, v in few.items()))

@@ -27,7 +27,7 @@ import pandas as pd
 
 from cxrlib import io
 from cxrlib.data import manifest as mf
-from cxrlib.data.subsets import cap_per_class, sample_per_class  # noqa: F401  (notebook imports)
+from cxrlib.data.selection import cap_per_class, sample_per_class  # noqa: F401  (notebook imports)
 
 DATA_INFO = "data.json"
 
