@@ -48,6 +48,26 @@ def stage_times(run_dir: Path, render: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def idle_slot_seconds(run: dict, jobs: int = 2) -> tuple[float, float]:
+    """(run span, seconds x slots with no notebook running) from ``run.json``'s stage start/finish.
+
+    With ``--jobs 2`` on 2 cores, a serial stretch (01_data, source pretraining, 04 -> 05 -> 06)
+    leaves one slot idle: what running the two papers side by side could fill.
+    """
+    import datetime as dt
+
+    spans = [(dt.datetime.fromisoformat(r["started"]), dt.datetime.fromisoformat(r["finished"]))
+             for r in (run.get("stages") or {}).values() if r.get("started") and r.get("finished")]
+    if not spans:
+        return 0.0, 0.0
+    events = sorted({t for s in spans for t in s})
+    idle = 0.0
+    for a, b in zip(events, events[1:]):
+        running = sum(1 for s, e in spans if s <= a and e >= b)
+        idle += max(0, jobs - running) * (b - a).total_seconds()
+    return (events[-1] - events[0]).total_seconds(), idle
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path, help="a finished run folder (reports/<experiment>/<run>)")
@@ -67,9 +87,11 @@ def main(argv=None) -> int:
           f"render {tot['render_s']:.1f} s")
     print(f"fixed cost (outside cells + imports) / summed stage time = {fixed / tot['wall_s']:.2f}")
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    wall = run.get("seconds") or run.get("elapsed")
-    if wall:
-        print(f"run wall {float(wall):.1f} s; summed stage time / run wall = {tot['wall_s'] / float(wall):.2f}")
+    span, idle = idle_slot_seconds(run)
+    if span:
+        print(f"run span {span:.0f} s (first start to last finish); summed stage time / span = "
+              f"{tot['wall_s'] / span:.2f}; idle slot-seconds at --jobs 2: {idle:.0f} "
+              f"({idle / (2 * span):.0%} of the 2 x span slot time)")
     return 0
 
 
