@@ -44,8 +44,8 @@ def heatmap_models(ctx) -> dict[str, Path]:
     and the model trained on the text-shortcut twin side by side, the latter keyed
     ``shortcut/<strategy>`` (e.g. ``shortcut/twice``).
     """
-    from cxrlib.report.plan import SHORTCUT_PREFIX, shortcut_stage
-    from cxrlib.report.shortcut import shortcut_options
+    from cxrlib.report.plan import shortcut_stage
+    from cxrlib.report.shortcut import SHORTCUT_PREFIX, shortcut_options
 
     cfg = ctx.cfg
     names = list((cfg.get("heatmaps") or {}).get("strategies") or list(cfg["strategies"]))

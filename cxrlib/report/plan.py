@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cxrlib import strategies as registry
+from cxrlib.report.shortcut import SHORTCUT_MANIFEST, SHORTCUT_PREFIX, shortcut_options
 
 # Transfer methods whose starting point is the model trained by 02_source_pretraining.
 SOURCE_METHODS: frozenset[str] = frozenset(registry.SOURCE_METHODS)
@@ -164,8 +165,6 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 
-SHORTCUT_PREFIX = "shortcut"  # key prefix of the shortcut model among the explained models
-
 
 def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None:
     """The shortcut lesson's transfer stage (``03_transfer-shortcut-<strategy>-<fold>``), or None.
@@ -173,8 +172,6 @@ def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None
     Trained like ``shortcut_demo.strategy`` on ``01_data``'s ``target_shortcut`` manifest, on the
     fold whose models notebook 5 explains (``heatmaps.fold``, default the first fold).
     """
-    from cxrlib.report.shortcut import SHORTCUT_MANIFEST, shortcut_options
-
     opts = shortcut_options(cfg)
     if opts is None:
         return None

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 SHORTCUT_MANIFEST = "target_shortcut"  # <01_data stage>/target_shortcut.csv, images under <data>/target_shortcut
+SHORTCUT_PREFIX = "shortcut"  # stage kind of the lesson model, and its key prefix among the explained models
 TWIN_COLUMNS = ("shortcut", "text_box")  # the only columns the twin changes (besides path)
 
 
@@ -109,3 +110,17 @@ def build_shortcut_twin(cfg: Mapping[str, Any], data_root: str | os.PathLike,
     path = stage_dir / f"{SHORTCUT_MANIFEST}.csv"
     mf.write_manifest(out, path)
     return path
+
+
+def model_manifest(run_dir: str | os.PathLike, model_key: str) -> Path:
+    """The target manifest a model of :func:`cxrlib.report.heatmaps.heatmap_models` was trained on.
+
+    ``shortcut/<strategy>`` -> ``<run>/stages/01_data/target_shortcut.csv`` (its test images carry
+    the text on the shortcut class, as in training); any other key -> ``target.csv``. Notebook 5
+    should audit and ablate each model on its own manifest's test fold: on the clean images the
+    marker is uncorrelated with the class, so masking it cannot show what the shortcut model
+    learnt (measured in the quick demo: accuracy lost when the text is masked, clean test images,
+    shortcut model 0.038 vs clean model 0.013).
+    """
+    stem = SHORTCUT_MANIFEST if model_key.startswith(f"{SHORTCUT_PREFIX}/") else "target"
+    return Path(run_dir) / "stages" / "01_data" / f"{stem}.csv"

@@ -101,3 +101,10 @@ def test_comparison_tables_ignore_the_shortcut_stage(tmp_path: Path):
     table = collect_metrics(tmp_path, cfg)
     assert not table["stage"].str.contains("shortcut").any()
     assert set(table["strategy"]) == set(cfg["strategies"])
+
+
+def test_each_explained_model_has_the_manifest_it_was_trained_on(tmp_path: Path):
+    from cxrlib.report.shortcut import model_manifest
+
+    assert model_manifest(tmp_path, "shortcut/twice") == tmp_path / "stages" / "01_data" / "target_shortcut.csv"
+    assert model_manifest(tmp_path, "twice") == tmp_path / "stages" / "01_data" / "target.csv"
