@@ -1,6 +1,7 @@
 """Execute one stage's notebook with papermill (its own process) and render it with nbconvert.
 
-papermill runs as ``python -m papermill`` so stages can run side by side and can be stopped
+papermill runs as ``python -m cxrlib.report.papermill_main`` (papermill's command line,
+started lighter) so stages can run side by side and can be stopped
 (Ctrl-C: :func:`stop_processes`); the kernel's own log lines (TensorFlow start-up messages)
 go to ``notebooks/<stage>.log``, not the terminal; the kernel's warnings, logging and stderr go
 to ``notebooks/<stage>.stderr.log``, not into the rendered notebook
@@ -24,6 +25,8 @@ from cxrlib.report.layout import notebook_path
 from cxrlib.report.plan import Stage
 
 KERNEL_NAME = "python3"
+# papermill's command line without its slowest optional import (see that module)
+PAPERMILL_MAIN = "cxrlib.report.papermill_main"
 
 
 class StageError(RuntimeError):
@@ -163,7 +166,7 @@ def execute_stage(stage: Stage, run_dir: Path, params: Mapping[str, Any], notebo
     out_nb = notebook_path(run_dir, stage.id)
     param_file = write_text(notebook_path(run_dir, stage.id, ".params.yaml"), yaml.safe_dump(dict(params)))
     log = out_nb.with_suffix(".log")
-    cmd = [sys.executable, "-m", "papermill", str(source), str(out_nb), "-f", str(param_file),
+    cmd = [sys.executable, "-m", PAPERMILL_MAIN, str(source), str(out_nb), "-f", str(param_file),
            "-k", kernel_name, "--cwd", str(notebooks_dir), "--no-progress-bar",
            "--request-save-on-cell-execute"]
     env = kernel_env()

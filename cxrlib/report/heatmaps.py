@@ -38,17 +38,33 @@ def heatmap_fold(cfg: Mapping[str, Any]) -> int:
 
 
 def heatmap_models(ctx) -> dict[str, Path]:
-    """{strategy: its transfer stage folder on :func:`heatmap_fold`} for ``heatmaps.strategies``."""
+    """{model: its transfer stage folder on :func:`heatmap_fold`}, the models notebook 5 explains.
+
+    The ``heatmaps.strategies`` (keyed by strategy name), then, when the config has a
+    ``shortcut_demo`` block (:mod:`cxrlib.report.shortcut`), the clean model ``shortcut_demo.clean``
+    and the model trained on the text-shortcut twin side by side, the latter keyed
+    ``shortcut/<strategy>`` (e.g. ``shortcut/twice``).
+    """
+    from cxrlib.report.plan import shortcut_stage
+    from cxrlib.report.shortcut import SHORTCUT_PREFIX, shortcut_options
+
     cfg = ctx.cfg
-    names = (cfg.get("heatmaps") or {}).get("strategies") or list(cfg["strategies"])
+    names = list((cfg.get("heatmaps") or {}).get("strategies") or list(cfg["strategies"]))
     unknown = [n for n in names if n not in cfg["strategies"]]
     if unknown:
         raise ValueError(f"heatmaps.strategies: {unknown} not among strategies {list(cfg['strategies'])}")
+    lesson = shortcut_options(cfg)
+    if lesson is not None and lesson["clean"] not in names:
+        names.append(lesson["clean"])
     fold = heatmap_fold(cfg)
     out = {}
-    for s in ctx.transfer_stages():
-        if s.params["strategy"] in names and s.params["fold"] == fold:
-            out[s.params["strategy"]] = ctx.stage_path(s.id)
+    for name in names:  # in the config's order, the clean model of the lesson last
+        for s in ctx.transfer_stages():
+            if s.params["strategy"] == name and s.params["fold"] == fold:
+                out[name] = ctx.stage_path(s.id)
+    if lesson is not None:
+        stage = shortcut_stage(cfg)
+        out[f"{SHORTCUT_PREFIX}/{stage.params['strategy']}"] = ctx.stage_path(stage.id)
     return out
 
 

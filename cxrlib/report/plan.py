@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cxrlib import strategies as registry
+from cxrlib.report.shortcut import SHORTCUT_MANIFEST, SHORTCUT_PREFIX, shortcut_options
 
 # Transfer methods whose starting point is the model trained by 02_source_pretraining.
 SOURCE_METHODS: frozenset[str] = frozenset(registry.SOURCE_METHODS)
@@ -135,13 +136,20 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
                                 label=f"transfer {name}, {fold_label(fold, k)}",
                                 weight=_train_weight(cfg, "transfer", "target")))
             transfer_ids.append(sid)
+    # The shortcut lesson (``shortcut_demo``, cxrlib.report.shortcut): one more 03_transfer
+    # execution, trained like ``shortcut_demo.strategy`` on the text-shortcut twin of the target on
+    # the heatmap fold. Its kind is ``shortcut``, not ``transfer``: it is a lesson, not a strategy,
+    # so the comparison tables (which read ``transfer`` stages) never see it.
+    shortcut = shortcut_stage(cfg, k)
+    if shortcut is not None:
+        stages.append(shortcut)
     stages.append(Stage("04_cross_validation", "evaluation", NOTEBOOKS["evaluation"],
                         depends=tuple(["01_data"] + transfer_ids),
                         label="evaluation: strategies compared", weight=12.0))
     summary_deps = ["04_cross_validation"]
     if cfg.get("heatmaps"):
         stages.append(Stage("05_heatmaps", "heatmaps", NOTEBOOKS["heatmaps"],
-                            depends=tuple(["01_data"] + transfer_ids),
+                            depends=tuple(["01_data"] + transfer_ids + ([shortcut.id] if shortcut else [])),
                             label="heatmaps: Grad-CAM / LRP, scores, shortcut audit",
                             weight=30.0 + 5.0 * int(cfg["heatmaps"].get("n_images", 8))))
         summary_deps.append("05_heatmaps")
@@ -155,3 +163,26 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
     stages.append(Stage("06_summary", "summary", NOTEBOOKS["summary"], depends=tuple(summary_deps),
                         label="summary: papers' claims vs this run", weight=8.0))
     return stages
+
+
+
+def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None:
+    """The shortcut lesson's transfer stage (``03_transfer-shortcut-<strategy>-<fold>``), or None.
+
+    Trained like ``shortcut_demo.strategy`` on ``01_data``'s ``target_shortcut`` manifest, on the
+    fold whose models notebook 5 explains (``heatmaps.fold``, default the first fold).
+    """
+    opts = shortcut_options(cfg)
+    if opts is None:
+        return None
+    folds = fold_ids(cfg)
+    fold = folds[0] if folds == [HOLDOUT] else int((cfg.get("heatmaps") or {}).get("fold", folds[0]))
+    if fold not in folds:
+        raise ValueError(f"heatmaps.fold={fold} is not a fold of this run ({folds})")
+    name = opts["strategy"]
+    suffix = "holdout" if fold == HOLDOUT else f"fold{fold}"
+    deps = ("01_data", "02_source_pretraining") if uses_source(name, cfg["strategies"][name]) else ("01_data",)
+    return Stage(f"03_transfer-{SHORTCUT_PREFIX}-{name}-{suffix}", SHORTCUT_PREFIX, NOTEBOOKS["transfer"],
+                 params={"strategy": name, "fold": fold, "manifest": SHORTCUT_MANIFEST, "stage_kind": SHORTCUT_PREFIX},
+                 depends=deps, label=f"shortcut lesson: {name} on the text-marked twin, {fold_label(fold, k)}",
+                 weight=_train_weight(cfg, "transfer", "target"))

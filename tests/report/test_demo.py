@@ -44,7 +44,7 @@ def test_every_notebook_and_result_file_exists(demo_reports: Path, name: str):
         for suffix in (".ipynb", ".html"):
             assert (run / "notebooks" / f"{stage.id}{suffix}").is_file(), (stage.id, suffix)
         assert json.loads((run / "stages" / stage.id / "stage.json").read_text())["status"] == "done"
-        if stage.kind in ("transfer", "source"):
+        if stage.kind in ("transfer", "source", "shortcut"):
             for f in ("model.h5", "history.csv", "config.json", "metrics.json", "predictions.csv"):
                 assert (run / "stages" / stage.id / f).is_file(), (stage.id, f)
     for table in ("metrics", "summary", "paper_comparison"):
@@ -196,6 +196,35 @@ def test_claims_statistics_are_computed_shown_and_recomputable(demo_reports: Pat
         text = BeautifulSoup((run / "notebooks" / f"{stage}.html").read_text(), "html.parser").get_text()
         for claim in table["claim"]:
             assert claim in text, (stage, claim)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_shortcut_lesson_trains_on_the_twin_and_stays_out_of_the_comparison(demo_reports: Path, name: str):
+    """Issue 11 item 3: paper B's demo trains a text-shortcut model next to the clean one."""
+    run = _run_dir(demo_reports, name)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    lesson = [s for s in build_plan(cfg) if s.kind == "shortcut"]
+    if not cfg.get("shortcut_demo"):
+        assert not lesson and not (run / "data" / "target_shortcut").exists()
+        return
+    assert len(lesson) == 1
+    stage = run / "stages" / lesson[0].id
+    twin_csv = run / "stages" / "01_data" / "target_shortcut.csv"
+    trained_on = json.loads((stage / "config.json").read_text())["config"]["manifest"]
+    assert Path(trained_on).resolve() == twin_csv.resolve()
+    clean = pd.read_csv(run / "stages" / "01_data" / "target.csv", dtype=str, keep_default_na=False)
+    twin = pd.read_csv(twin_csv, dtype=str, keep_default_na=False)
+    assert twin[["patient_id", "label", "fold"]].equals(clean[["patient_id", "label", "fold"]])
+    strength = float(cfg["shortcut_demo"].get("shortcut_strength", 1.0))
+    if strength == 1.0:  # the text on exactly the shortcut class
+        assert ((twin["shortcut"] == "1") == (twin["label"] == "covid19")).all()
+    key = f"shortcut/{lesson[0].params['strategy']}"
+    explained = pd.concat([pd.read_csv(f) for f in (run / "stages" / "05_heatmaps").glob("*.csv")
+                           if "model" in pd.read_csv(f, nrows=0).columns])
+    assert {key, cfg["shortcut_demo"]["clean"]} <= set(explained["model"])
+    for table in ("metrics", "summary"):
+        body = (run / "stages" / "06_summary" / f"{table}.csv").read_text()
+        assert lesson[0].id not in body and key not in body
 
 
 FULL_DEMO = os.environ.get("CXR_FULL_DEMO_REPORTS")
