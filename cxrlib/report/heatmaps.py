@@ -184,3 +184,43 @@ def shortcut_table(audit: pd.DataFrame, ablation: pd.DataFrame, threshold: float
     table = best.merge(region_effects(ablation), on=["model", "region"], how="outer").sort_values(["model", "region"])
     verdict = shortcut_verdict(summary, ablation, enrichment_threshold=threshold, effect_threshold=effect_threshold)
     return table.reset_index(drop=True), verdict
+
+
+def own_rows(rows: pd.DataFrame, run_dir, model_key: str) -> pd.DataFrame:
+    """``rows`` as the model ``model_key`` was trained on them: the same images, in the same order,
+    from :func:`cxrlib.report.shortcut.model_manifest` (for a shortcut-lesson model the text-marked
+    twin, whose files carry the same names under ``target_shortcut/``); ``rows`` itself otherwise."""
+    from cxrlib.data.manifest import read_manifest
+    from cxrlib.report.shortcut import model_manifest
+
+    manifest = model_manifest(run_dir, model_key)
+    if manifest.name == "target.csv":
+        return rows
+    twin = read_manifest(manifest)
+    tail = lambda p: str(p).split("/", 1)[-1]  # noqa: E731  ("images/P00000_00.png")
+    by_name = twin.set_index(twin["path"].map(tail))
+    return by_name.loc[rows["path"].map(tail).tolist()].reset_index(drop=True)
+
+
+def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, str], Any], rows: pd.DataFrame,
+                     test: pd.DataFrame, run_dir, root, image_size: int, backbone: str, classes: Sequence[str],
+                     methods: Sequence[str], explain_dir, **explain_settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(shortcut audit, masking ablation) of every model on ITS OWN data (:func:`own_rows`).
+
+    A model of the shortcut lesson learnt a text marker that its training images carry on one
+    class; on the clean images the marker is not tied to the class, so it is audited (relevance
+    on the text) and ablated (text masked vs a control region) on the twin's version of the same
+    images. Clean models reuse ``heatmaps`` (computed on ``rows``).
+    """
+    from cxrlib.explain.batch import explain_models
+
+    audits, ablations = [], []
+    for key, path in models.items():
+        mine = own_rows(rows, run_dir, key)
+        maps = {k: h for k, h in heatmaps.items() if k[0] == key}
+        if mine is not rows:
+            maps = explain_models({key: path}, mine, root, Path(explain_dir) / key.replace("/", "_"), methods,
+                                  **explain_settings)
+        audits.append(audit_heatmaps(maps, mine, root, image_size))
+        ablations.append(ablation_table({key: path}, own_rows(test, run_dir, key), root, image_size, backbone, classes))
+    return pd.concat(audits, ignore_index=True), pd.concat(ablations, ignore_index=True)
