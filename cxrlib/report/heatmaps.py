@@ -203,8 +203,9 @@ def own_rows(rows: pd.DataFrame, run_dir, model_key: str) -> pd.DataFrame:
 
 
 def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, str], Any], rows: pd.DataFrame,
-                     test: pd.DataFrame, run_dir, root, image_size: int, backbone: str, classes: Sequence[str],
-                     methods: Sequence[str], explain_dir, **explain_settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     test: pd.DataFrame, run_dir, root, methods: Sequence[str], explain_dir, *,
+                     classes: Sequence[str], image_size: int, backbone: str,
+                     **explain_settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(shortcut audit, masking ablation) of every model on ITS OWN data (:func:`own_rows`).
 
     A model of the shortcut lesson learnt a text marker that its training images carry on one
@@ -220,7 +221,7 @@ def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, st
         maps = {k: h for k, h in heatmaps.items() if k[0] == key}
         if mine is not rows:
             maps = explain_models({key: path}, mine, root, Path(explain_dir) / key.replace("/", "_"), methods,
-                                  **explain_settings)
+                                  classes=classes, image_size=image_size, backbone=backbone, **explain_settings)
         audits.append(audit_heatmaps(maps, mine, root, image_size))
         ablations.append(ablation_table({key: path}, own_rows(test, run_dir, key), root, image_size, backbone, classes))
     return pd.concat(audits, ignore_index=True), pd.concat(ablations, ignore_index=True)
