@@ -145,6 +145,16 @@ def _prefix(values: pd.Series, prefix: str) -> pd.Series:
     return values.where(values == "", prefix + "/" + values) if prefix not in ("", ".") else values
 
 
+def prefix_manifest(man: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """A copy of ``man`` whose ``path`` (and ``mask_path``) are under the folder ``prefix``: an
+    adapter's paths, relative to its collection folder, made relative to the data root (empty stays empty)."""
+    man = man.copy()
+    for col in ("path", "mask_path"):
+        if col in man.columns:
+            man[col] = _prefix(man[col], prefix)
+    return man
+
+
 def _label_listed(man: pd.DataFrame, listed, multilabel: bool) -> pd.Series:
     """Bool per row: its ``label`` (multi-label: any ``|``-separated ``findings``) is in ``listed``."""
     listed = set(listed)
@@ -202,10 +212,7 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
             continue
         res = build_manifest(e.adapter, folder, task=e.task or task, **dict(e.options))
         prefix = Path(os.path.relpath(folder, root)).as_posix()
-        man = res.manifest.copy()
-        for col in ("path", "mask_path"):
-            if col in man.columns:
-                man[col] = _prefix(man[col], prefix)
+        man = prefix_manifest(res.manifest, prefix)
         skip = res.skipped.copy()
         skip["file"] = _prefix(skip["file"], prefix)
         asides.append(skip.assign(part=part, source=e.collection, label="", duplicate_of=""))

@@ -32,15 +32,6 @@ from cxrlib.data.selection import cap_per_class, sample_per_class  # noqa: F401 
 DATA_INFO = "data.json"
 
 
-def _prefix(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Prefix ``path`` (and ``mask_path``) with a sub-folder of the run's data root."""
-    df = df.copy()
-    for col in ("path", "mask_path"):
-        if col in df.columns:
-            df[col] = [f"{prefix}/{p}" if p else "" for p in df[col]]
-    return df
-
-
 def phantom_part(cfg: Mapping[str, Any], part: str, data_dir: Path) -> pd.DataFrame:
     """Generate the phantom images of ``part`` (``source``/``target``); return its manifest."""
     from cxrlib.data.phantoms import generate_phantoms
@@ -52,7 +43,9 @@ def phantom_part(cfg: Mapping[str, Any], part: str, data_dir: Path) -> pd.DataFr
         opts.pop(key, None)
     path = generate_phantoms(data_dir / part, task=task, n=n,
                              image_size=int(cfg["data"].get("image_size", 64)), **opts)
-    return _prefix(mf.read_manifest(path), part)
+    from cxrlib.data.prepare import prefix_manifest
+
+    return prefix_manifest(mf.read_manifest(path), part)
 
 
 def needs_source(cfg: Mapping[str, Any]) -> bool:

@@ -33,13 +33,6 @@ import pandas as pd
 REMOVED_COLUMNS = ["collection", "path", "source", "patient_id", "label", "reason"]
 
 
-def _prefix(df: pd.DataFrame, folder: str) -> pd.DataFrame:
-    """Paths relative to the data root (the adapter gives them relative to its folder)."""
-    df = df.copy()
-    df["path"] = [f"{folder}/{p}" for p in df["path"]]
-    return df
-
-
 def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task: str,
                     datasets: Mapping[str, str] | None = None) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """Manifest of one external collection, paths relative to ``data_root``.
@@ -63,6 +56,7 @@ def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task
     """
     from cxrlib.data.adapters import ADAPTERS
     from cxrlib.data.adapters.collections import find_collection, tried_names
+    from cxrlib.data.prepare import prefix_manifest
 
     adapter = entry.get("adapter") or entry.get("collection")
     name = entry.get("name") or adapter or entry.get("root")
@@ -85,7 +79,7 @@ def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task
                                 f"download it under --data {data_root} or give --dataset {adapter}=PATH")
     rel = Path(os.path.relpath(folder, data_root)).as_posix()
     res = ADAPTERS[adapter](folder, task=entry.get("task", task), **(entry.get("options") or {}))
-    df = _prefix(res.manifest, rel).fillna("")
+    df = prefix_manifest(res.manifest, rel).fillna("")
     skipped = [res.skipped.assign(collection=name)] if len(res.skipped) else []
     keep = entry.get("labels")
     if keep:
