@@ -27,7 +27,7 @@ def test_a_new_registry_entry_is_all_the_plan_needs(monkeypatch):
            "strategies": {"scratch": {}, "twice_scratch": {}}}
     validate_experiment(cfg)
     ids = [s.id for s in build_plan(cfg)]
-    assert "02_source_pretraining" in ids and "03_transfer-twice_scratch-holdout" in ids
+    assert "02_source_pretraining" in ids and "03_transfer-twice_scratch" in ids
     assert uses_source("twice_scratch", {})
 
 

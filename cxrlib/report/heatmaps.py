@@ -45,7 +45,7 @@ def heatmap_models(ctx) -> dict[str, Path]:
     and the model trained on the text-shortcut twin side by side, the latter keyed
     ``shortcut/<strategy>`` (e.g. ``shortcut/twice``).
     """
-    from cxrlib.report.plan import shortcut_stage
+    from cxrlib.report.plan import fits
     from cxrlib.report.shortcut import SHORTCUT_PREFIX, shortcut_options
 
     cfg = ctx.cfg
@@ -59,12 +59,12 @@ def heatmap_models(ctx) -> dict[str, Path]:
     fold = heatmap_fold(cfg)
     out = {}
     for name in names:  # in the config's order, the clean model of the lesson last
-        for s in ctx.transfer_stages():
-            if s.params["strategy"] == name and s.params["fold"] == fold:
-                out[name] = ctx.stage_path(s.id)
+        for f in fits(cfg):
+            if f.strategy == name and f.fold == fold:
+                out[name] = f.path(ctx.run_dir)
     if lesson is not None:
-        stage = shortcut_stage(cfg)
-        out[f"{SHORTCUT_PREFIX}/{stage.params['strategy']}"] = ctx.stage_path(stage.id)
+        for f in fits(cfg, kind=SHORTCUT_PREFIX):
+            out[f"{SHORTCUT_PREFIX}/{f.strategy}"] = f.path(ctx.run_dir)
     return out
 
 

@@ -128,6 +128,25 @@ def keep_aside(sdir: Path, out_nb: Path, run_dir: Path) -> Path | None:
     return attempt
 
 
+def restore_finished_folds(attempt: Path | None, sdir: Path) -> list[str]:
+    """Move the finished training stages of an unfinished attempt back into the new stage folder.
+
+    A ``03_transfer`` notebook trains one fold per sub-folder; a sub-folder with ``metrics.json``
+    and ``config.json`` is a finished training stage, which :mod:`cxrlib.experiment.stage` reads
+    back (same config) instead of retraining: so a strategy interrupted at fold 4 resumes there.
+    Returns the names of the restored sub-folders.
+    """
+    outputs = attempt / "outputs" if attempt else None
+    if outputs is None or not outputs.is_dir():
+        return []
+    restored = []
+    for sub in sorted(outputs.iterdir()):
+        if sub.is_dir() and (sub / "metrics.json").is_file() and (sub / "config.json").is_file():
+            os.replace(sub, sdir / sub.name)
+            restored.append(sub.name)
+    return restored
+
+
 # --------------------------------------------------------------------------- choosing the run folder
 def new_run_id(base: Path, smoke: bool = False) -> str:
     """A fresh run id ``YYYYmmdd-HHMMSS[-smoke]`` that does not exist under ``base``."""

@@ -3,7 +3,7 @@
 Every notebook starts with::
 
     ctx = open_stage(config_path, run_dir, stage_dir, data_root, kind="transfer",
-                     strategy=strategy, fold=fold)
+                     strategy=strategy, folds=folds)
 
 Under ``cxr run`` (papermill) the paths are injected. Opened by hand in JupyterLab the
 parameters cell leaves ``run_dir`` empty: the context then uses the interactive run folder
@@ -52,7 +52,8 @@ class StageContext:
         return build_plan(self.cfg)
 
     def transfer_stages(self) -> list[Stage]:
-        """All ``03_transfer`` stages of the run (every strategy on every fold)."""
+        """All ``03_transfer`` stages of the run (one per strategy; :func:`cxrlib.report.plan.fits`
+        lists their folds)."""
         return [s for s in self.plan() if s.kind == "transfer"]
 
     def stage_options(self, section: str, strategy: str | None = None) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def open_stage(
         data_root: root of real datasets ('' for phantoms).
         kind: the stage kind of the calling notebook.
         smoke: interactive only: use the config's CI-sized ``smoke:`` settings.
-        **params: stage parameters identifying the stage (``strategy``, ``fold``).
+        **params: stage parameters identifying the stage (``strategy``, ``folds``).
     """
     if run_dir:
         cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))

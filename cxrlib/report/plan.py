@@ -2,18 +2,28 @@
 
 The flow reads as the experiment reads::
 
-    01_data -> 02_source_pretraining -> 03_transfer (one per strategy x fold)
+    01_data -> 02_source_pretraining -> 03_transfer (one per strategy, a loop over folds)
             -> 04_cross_validation -> 05_heatmaps -> 06_summary
 
 ``02_source_pretraining`` runs only when a strategy starts from the source model
-(``domain_extension`` in paper A, ``twice`` in paper B). ``03_transfer`` fans out: every
-strategy on every fold (k-fold) or on the single hold-out split is its own executed notebook,
-so each can be resumed, inspected and rendered on its own.
+(``domain_extension`` in paper A, ``twice`` in paper B). ``03_transfer`` fans out by strategy:
+each strategy is one executed notebook that trains it on every fold (k-fold) or on the hold-out
+split, one training stage per fold in a sub-folder (a :class:`Fit`, ``03_transfer-scratch/fold2``).
+A fold whose training stage finished is not trained again when the notebook reruns
+(:mod:`cxrlib.experiment.stage`), so an interrupted strategy resumes at its next fold.
+One notebook per strategy rather than per fold: a notebook execution costs a kernel start,
+the imports and the HTML rendering (about 7 s of CPU here), which in the quick demo was more
+than the training of a fold.
+
+:func:`fits` is the one place that says where each trained target model lives; the tables
+(:mod:`cxrlib.report.results`), the heatmaps and the external validation read it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from cxrlib import strategies as registry
@@ -32,7 +42,7 @@ NOTEBOOKS: dict[str, str] = {
     "external": "07_external.ipynb",
 }
 
-HOLDOUT = -1  # the ``fold`` parameter of a transfer stage on a hold-out split
+HOLDOUT = -1  # the fold number of a transfer on a hold-out split
 
 
 @dataclass(frozen=True)
@@ -92,19 +102,78 @@ def fold_label(fold: int, k: int | None) -> str:
     return "hold-out" if fold == HOLDOUT else f"fold {fold + 1}/{k}"
 
 
+def folds_label(folds: list[int], k: int | None) -> str:
+    """Human name of a stage's folds: ``5 folds``, ``fold 1/5`` or ``hold-out``."""
+    if len(folds) == 1:
+        return fold_label(folds[0], k)
+    return f"{len(folds)} folds" if len(folds) == k else f"folds {', '.join(str(f + 1) for f in folds)} of {k}"
+
+
+def fold_subdir(fold: int) -> str:
+    """Sub-folder of a transfer stage holding one fold's training stage: ``fold2`` or ``holdout``."""
+    return "holdout" if fold == HOLDOUT else f"fold{fold}"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One trained target model of a run: a strategy on one fold.
+
+    It lives in ``stages/<stage_id>/<fold2|holdout>/`` (model.h5, metrics.json, history.csv,
+    predictions.csv, config.json: a :mod:`cxrlib.experiment` training stage).
+
+    Attributes:
+        strategy: strategy name of the config (``twice_onk``).
+        fold: test fold, or :data:`HOLDOUT`.
+        stage_id: the 03_transfer notebook stage that trains it.
+        kind: ``transfer``, or ``shortcut`` for the shortcut lesson's model.
+    """
+
+    strategy: str
+    fold: int
+    stage_id: str
+    kind: str = "transfer"
+
+    @property
+    def subdir(self) -> str:
+        return fold_subdir(self.fold)
+
+    @property
+    def rel(self) -> str:
+        """``03_transfer-scratch/fold2``: the folder under ``stages/``."""
+        return f"{self.stage_id}/{self.subdir}"
+
+    @property
+    def key(self) -> str:
+        """``strategy`` (hold-out) or ``strategy/foldK``."""
+        return self.strategy if self.fold == HOLDOUT else f"{self.strategy}/{self.subdir}"
+
+    def path(self, run_dir: str | os.PathLike) -> Path:
+        return Path(run_dir) / "stages" / self.stage_id / self.subdir
+
+
+def fits(cfg: Mapping[str, Any], kind: str = "transfer") -> list[Fit]:
+    """Every trained target model of the run's plan (``kind`` ``shortcut``: the lesson's model).
+
+    In plan order: strategies in the config's order, each on its folds.
+    """
+    return [Fit(s.params["strategy"], int(f), s.id, s.kind)
+            for s in build_plan(cfg) if s.kind == kind for f in s.params["folds"]]
+
+
 def _n_images(cfg: Mapping[str, Any], part: str) -> int:
     data = cfg.get("data", {})
     block = data.get(part, {}) if isinstance(data.get(part), Mapping) else {}
     return int(block.get("n", 500))
 
 
-def _train_weight(cfg: Mapping[str, Any], section: str, part: str) -> float:
-    # kernel start + TF import ~ 10 s of work; training ~ epochs x images.
+def _train_weight(cfg: Mapping[str, Any], section: str, part: str, fixed: float = 10.0) -> float:
+    # ``fixed``: kernel start + TF import ~ 10 s of work (a fold inside a notebook: model build ~ 2 s);
+    # training ~ epochs x images.
     train = (cfg.get(section) or {}).get("train") or {}
     phases = train.get("phases")
     epochs = sum(int(p.get("epochs", 1)) for p in phases) if phases else int(train.get("epochs", 5))
     size = int((cfg.get("stage") or {}).get("image_size", 64))
-    return 10.0 + epochs * _n_images(cfg, part) * (size / 64.0) ** 2 / 40.0
+    return fixed + epochs * _n_images(cfg, part) * (size / 64.0) ** 2 / 40.0
 
 
 def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
@@ -125,17 +194,16 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
                             label=f"source pretraining ({(cfg.get('source') or {}).get('task', 'nih14')})",
                             weight=_train_weight(cfg, "source", "source")))
     k = cfg["split"].get("k")
+    folds = fold_ids(cfg)
     transfer_ids: list[str] = []
-    for fold in fold_ids(cfg):
-        for name, options in strategies.items():
-            suffix = "holdout" if fold == HOLDOUT else f"fold{fold}"
-            sid = f"03_transfer-{name}-{suffix}"
-            deps = ("01_data", "02_source_pretraining") if uses_source(name, options) else ("01_data",)
-            stages.append(Stage(sid, "transfer", NOTEBOOKS["transfer"],
-                                params={"strategy": name, "fold": fold}, depends=deps,
-                                label=f"transfer {name}, {fold_label(fold, k)}",
-                                weight=_train_weight(cfg, "transfer", "target")))
-            transfer_ids.append(sid)
+    for name, options in strategies.items():
+        sid = f"03_transfer-{name}"
+        deps = ("01_data", "02_source_pretraining") if uses_source(name, options) else ("01_data",)
+        stages.append(Stage(sid, "transfer", NOTEBOOKS["transfer"],
+                            params={"strategy": name, "folds": folds}, depends=deps,
+                            label=f"transfer {name}, {folds_label(folds, k)}",
+                            weight=len(folds) * _train_weight(cfg, "transfer", "target", fixed=2.0) + 8.0))
+        transfer_ids.append(sid)
     # The shortcut lesson (``shortcut_demo``, cxrlib.report.shortcut): one more 03_transfer
     # execution, trained like ``shortcut_demo.strategy`` on the text-shortcut twin of the target on
     # the heatmap fold. Its kind is ``shortcut``, not ``transfer``: it is a lesson, not a strategy,
@@ -167,7 +235,7 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
 
 
 def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None:
-    """The shortcut lesson's transfer stage (``03_transfer-shortcut-<strategy>-<fold>``), or None.
+    """The shortcut lesson's transfer stage (``03_transfer-shortcut-<strategy>``, one fold), or None.
 
     Trained like ``shortcut_demo.strategy`` on ``01_data``'s ``target_shortcut`` manifest, on the
     fold whose models notebook 5 explains (``heatmaps.fold``, default the first fold).
@@ -180,9 +248,8 @@ def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None
     if fold not in folds:
         raise ValueError(f"heatmaps.fold={fold} is not a fold of this run ({folds})")
     name = opts["strategy"]
-    suffix = "holdout" if fold == HOLDOUT else f"fold{fold}"
     deps = ("01_data", "02_source_pretraining") if uses_source(name, cfg["strategies"][name]) else ("01_data",)
-    return Stage(f"03_transfer-{SHORTCUT_PREFIX}-{name}-{suffix}", SHORTCUT_PREFIX, NOTEBOOKS["transfer"],
-                 params={"strategy": name, "fold": fold, "manifest": SHORTCUT_MANIFEST, "stage_kind": SHORTCUT_PREFIX},
+    return Stage(f"03_transfer-{SHORTCUT_PREFIX}-{name}", SHORTCUT_PREFIX, NOTEBOOKS["transfer"],
+                 params={"strategy": name, "folds": [fold], "manifest": SHORTCUT_MANIFEST, "stage_kind": SHORTCUT_PREFIX},
                  depends=deps, label=f"shortcut lesson: {name} on the text-marked twin, {fold_label(fold, k)}",
-                 weight=_train_weight(cfg, "transfer", "target"))
+                 weight=_train_weight(cfg, "transfer", "target") + 8.0)

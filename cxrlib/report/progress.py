@@ -33,11 +33,13 @@ class Progress:
         title: printed once at the start (experiment and run id).
         stream: where to write (default stderr).
         heartbeat: seconds between heartbeat lines while a stage runs (0 = none).
+        name: prefix of every line (the experiment, when several runs share the terminal).
     """
 
     def __init__(self, weights: dict[str, float], title: str = "", stream: TextIO | None = None,
-                 heartbeat: float | None = None):
+                 heartbeat: float | None = None, name: str = ""):
         self.weights = dict(weights)
+        self.name = f"{name} " if name else ""
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.heartbeat = (5.0 if self.tty else 60.0) if heartbeat is None else heartbeat
@@ -57,7 +59,7 @@ class Progress:
 
     def remaining(self) -> float | None:
         """Estimated seconds left, or None before any stage has been timed."""
-        if self.done_weight <= 0:
+        if self.done_weight <= 0 or self.done_seconds <= 0:  # nothing timed yet (0.0 s: rounded away)
             return None
         rate = self.done_seconds / self.done_weight  # seconds per weight unit
         left = sum(w for sid, w in self.weights.items() if sid not in self.finished)
@@ -72,7 +74,7 @@ class Progress:
         return f"[{i:>{len(str(n))}}/{n}]"
 
     def _line(self, stage_id: str, label: str, status: str) -> str:
-        return (f"{self.position(stage_id)} {stage_id:<34} {label:<44} {status:<8} "
+        return (f"{self.name}{self.position(stage_id)} {stage_id:<34} {label:<44} {status:<8} "
                 f"elapsed {format_seconds(self.elapsed())}  remaining ~{format_seconds(self.remaining())}")
 
     def _print(self, text: str, inplace: bool = False) -> None:
@@ -98,7 +100,7 @@ class Progress:
             now = time.monotonic()
             busy = ", ".join(f"{sid} {format_seconds(now - t0)}" for sid, (_, t0) in list(self._running.items()))
             if busy:
-                self._print(f"  running: {busy} | elapsed {format_seconds(self.elapsed())}  "
+                self._print(f"  {self.name}running: {busy} | elapsed {format_seconds(self.elapsed())}  "
                             f"remaining ~{format_seconds(self.remaining())}", inplace=True)
 
     def _stop_beat(self) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cxrlib.comparison import paired_mcnemar, stack, summarize  # noqa: F401  (summarize re-exported)
 from cxrlib.io import read_json, write_csv
-from cxrlib.report.plan import build_plan
+from cxrlib.report.plan import fits
 
 RESULTS_STAGE = "06_summary"
 RESULT_TABLES = ("paper_comparison", "summary", "metrics")
@@ -50,23 +50,21 @@ def flatten_numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 
 def collect_metrics(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Tidy table of every transfer stage's ``metrics.json`` in the run.
+    """Tidy table of every trained target model's ``metrics.json`` in the run (:func:`cxrlib.report.plan.fits`).
 
     Args:
         run_dir: the run folder.
         cfg: the resolved config (gives the plan: which stages, strategies and folds).
 
     Raises:
-        FileNotFoundError: a transfer stage of the plan has no metrics file (naming it).
+        FileNotFoundError: a fold of the plan has no metrics file (naming it).
     """
     run_dir = Path(run_dir)
     rows = []
-    for stage in build_plan(cfg):
-        if stage.kind != "transfer":
-            continue
-        path = run_dir / "stages" / stage.id / METRICS_FILE
+    for fit in fits(cfg):
+        path = fit.path(run_dir) / METRICS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: transfer stage {stage.id} wrote no {METRICS_FILE}")
+            raise FileNotFoundError(f"{path}: transfer {fit.key} of stage {fit.stage_id} wrote no {METRICS_FILE}")
         metrics = json.loads(path.read_text(encoding="utf-8"))
         test = metrics.get("test")
         if isinstance(test, Mapping):  # cxrlib.experiment layout: the test split's metrics
@@ -76,8 +74,8 @@ def collect_metrics(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.Da
         else:
             values = flatten_numbers(metrics)
         for metric, value in values:
-            rows.append({"stage": stage.id, "strategy": stage.params["strategy"],
-                         "fold": int(stage.params["fold"]), "metric": metric, "value": value})
+            rows.append({"stage": fit.rel, "strategy": fit.strategy,
+                         "fold": fit.fold, "metric": metric, "value": value})
     return pd.DataFrame(rows, columns=["stage", "strategy", "fold", "metric", "value"])
 
 
@@ -186,34 +184,29 @@ def format_mean_std(mean: Any, std: Any, digits: int = 4) -> str:
     return format_value(mean, digits) + ("" if s == "–" else f" ± {s}")
 
 
-# --------------------------------------------------------------------------- per-stage tables
-def _transfer_stages(cfg: Mapping[str, Any]):
-    return [s for s in build_plan(cfg) if s.kind == "transfer"]
-
-
+# --------------------------------------------------------------------------- per-fold tables
 def gather_histories(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Every transfer stage's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns."""
-    return stack(({"strategy": s.params["strategy"], "fold": int(s.params["fold"])},
-                  pd.read_csv(Path(run_dir) / "stages" / s.id / "history.csv")) for s in _transfer_stages(cfg))
+    """Every fold's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns."""
+    return stack(({"strategy": f.strategy, "fold": f.fold}, pd.read_csv(f.path(run_dir) / "history.csv"))
+                 for f in fits(cfg))
 
 
 def gather_predictions(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """Per strategy: the test predictions of all its folds stacked (out-of-fold predictions)."""
     out: dict[str, list] = {}
-    for s in _transfer_stages(cfg):
-        p = pd.read_csv(Path(run_dir) / "stages" / s.id / "predictions.csv", keep_default_na=False)
-        out.setdefault(s.params["strategy"], []).append(({"fold": int(s.params["fold"])}, p))
+    for f in fits(cfg):
+        p = pd.read_csv(f.path(run_dir) / "predictions.csv", keep_default_na=False)
+        out.setdefault(f.strategy, []).append(({"fold": f.fold}, p))
     return {k: stack(v) for k, v in out.items()}
 
 
 def pooled_confusion(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Per strategy: the sum over folds of the test confusion matrices (rows true)."""
     out: dict[str, np.ndarray] = {}
-    for s in _transfer_stages(cfg):
-        m = json.loads((Path(run_dir) / "stages" / s.id / METRICS_FILE).read_text(encoding="utf-8"))
+    for f in fits(cfg):
+        m = json.loads((f.path(run_dir) / METRICS_FILE).read_text(encoding="utf-8"))
         cm = np.asarray(m["test"]["confusion_matrix"], dtype=int)
-        name = s.params["strategy"]
-        out[name] = out[name] + cm if name in out else cm
+        out[f.strategy] = out[f.strategy] + cm if f.strategy in out else cm
     return out
 
 
@@ -249,12 +242,12 @@ def init_chain(stage_dir: str | os.PathLike, _depth: int = 0) -> str:
 
 
 def init_chains(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per strategy: its initialisation chain (:func:`init_chain` of its transfer stages;
+    """One row per strategy: its initialisation chain (:func:`init_chain` of its folds;
     several distinct chains over folds are joined with `` | ``)."""
     chains: dict[str, list[str]] = {}
-    for s in _transfer_stages(cfg):
-        chain = init_chain(Path(run_dir) / "stages" / s.id)
-        got = chains.setdefault(s.params["strategy"], [])
+    for f in fits(cfg):
+        chain = init_chain(f.path(run_dir))
+        got = chains.setdefault(f.strategy, [])
         if chain not in got:
             got.append(chain)
     return pd.DataFrame([{"strategy": k, "initialisation": " | ".join(v)} for k, v in chains.items()],

@@ -20,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from cxrlib.report import layout
 from cxrlib.report.config import config_hash, load_experiment, save_config
@@ -28,7 +28,7 @@ from cxrlib.report.execute import check_kernel
 from cxrlib.report.locate import notebooks_dir, packaged_experiments_dir
 from cxrlib.report.plan import Stage, build_plan
 from cxrlib.report.progress import Progress
-from cxrlib.report.scheduler import Scheduler, select_stages
+from cxrlib.report.scheduler import Scheduler, run_many, select_stages
 
 NOTEBOOKS_DIR = notebooks_dir()  # packaged notebooks (cxrlib/notebooks), see cxrlib.report.locate
 EXPERIMENTS_DIR = packaged_experiments_dir()
@@ -131,8 +131,8 @@ def run_experiment(
         notebooks_dir: folder of the source notebooks (default: the packaged ones).
         stream: where progress goes (default stderr).
         jobs: notebooks executed at the same time (independent stages only, e.g. the
-            strategy x fold fan-out). On 2 cores, 2 helps small stages, whose time is mostly
-            single-threaded start-up and graph building.
+            strategies of the transfer fan-out). On 2 cores, 2 helps small stages, whose time is
+            mostly single-threaded start-up and graph building.
 
     Raises:
         RunInterrupted: Ctrl-C; running notebooks were stopped, finished stages are kept and
@@ -140,65 +140,122 @@ def run_experiment(
         RunFailed: a notebook failed; no new stage starts, stages already running finish,
             the failed notebook (partially executed) and its HTML are kept.
     """
-    from cxrlib.report.index import write_index
+    return run_experiments([config], out=out, data_root=data_root, smoke=smoke, force=force, run_id=run_id,
+                           overrides=overrides, only=only, notebooks_dir=notebooks_dir, stream=stream,
+                           jobs=jobs)[0]
 
-    cfg = (dict(config) if isinstance(config, Mapping)
-           else load_experiment(config, smoke=smoke, overrides=overrides))
-    nb_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
-    if cfg["data"]["kind"] == "real":
-        if not data_root:
-            raise ValueError(f"{cfg['name']}: data.kind is 'real': give the datasets' root with --data ROOT")
-        if not Path(data_root).is_dir():
-            raise ValueError(f"--data {data_root}: folder not found")
-    chash = config_hash(cfg)
-    plan = select_stages(build_plan(cfg), only)
-    missing_nb = sorted({s.notebook for s in plan if not (nb_dir / s.notebook).is_file()})
-    if missing_nb:
-        raise FileNotFoundError(f"notebook(s) not found in {nb_dir}: {', '.join(missing_nb)}")
-    check_kernel()
 
-    run_dir, resumed, info = prepare_run(cfg, out, run_id=run_id, force=force, data_root=data_root)
-    config_path = run_dir / "config.yaml"
+def run_experiments(configs: Sequence[str | os.PathLike | Mapping[str, Any]], out: str | os.PathLike = "reports",
+                    data_root: str | os.PathLike | None = None, smoke: bool = False, force: bool = False,
+                    run_id: str | None = None, overrides: Mapping[str, Any] | None = None,
+                    only: Iterable[str] | None = None, notebooks_dir: str | os.PathLike | None = None,
+                    stream=None, jobs: int = 1) -> list[RunResult]:
+    """Several experiments side by side, ``jobs`` notebooks at a time in all (``cxr demo``).
 
-    progress = Progress({s.id: s.weight for s in plan}, stream=stream,
-                        title=f"cxr run {cfg['name']}: {'resuming' if resumed else 'new'} run "
-                              f"{run_dir} (config {chash}{', smoke' if cfg.get('smoke') else ''})")
-    hashes: dict[str, str] = {}
-    for stage in plan:  # a stage's hash needs only its upstream hashes: all known up front
-        hashes[stage.id] = layout.stage_hash(stage, chash, nb_dir / stage.notebook, hashes)
-    root = str(Path(data_root).resolve()) if data_root else ""
+    Each experiment is its own run folder and report, exactly as :func:`run_experiment` makes
+    it; they only share the notebook slots (:func:`cxrlib.report.scheduler.run_many`), so while
+    one waits on its longest chain (source pretraining, then a strategy's folds) the other
+    uses the free core. Progress lines start with the experiment's name. Arguments as
+    :func:`run_experiment` (applied to every experiment).
 
-    def params(stage: Stage) -> dict[str, Any]:
-        return {"config_path": str(config_path), "run_dir": str(run_dir),
-                "stage_dir": str(layout.stage_dir(run_dir, stage.id)), "data_root": root, **stage.params}
-
-    t_run = time.monotonic()
-    scheduler = Scheduler(plan, run_dir, info, hashes, params, nb_dir, progress, jobs=jobs, force=force)
+    Raises:
+        RunInterrupted: Ctrl-C (every run's running notebooks stopped and recorded).
+        RunFailed: the first run with a failed notebook, after every run finished what it could.
+    """
+    runs = [_Run.open(c, out=out, data_root=data_root, smoke=smoke, force=force, run_id=run_id,
+                      overrides=overrides, only=only, notebooks_dir=notebooks_dir, stream=stream,
+                      name_lines=len(configs) > 1)
+            for c in configs]
     try:
-        scheduler.run()
+        run_many([r.scheduler for r in runs], jobs)
     except KeyboardInterrupt:
-        raise RunInterrupted(run_dir, [sid for sid, rec in info["stages"].items()
-                                       if rec.get("status") == "interrupted"]) from None
-    result = RunResult(run_dir=run_dir, run_id=run_dir.name, config_hash=chash,
-                       executed=scheduler.executed, skipped=scheduler.skipped)
-    if scheduler.failures:
-        stage, message = scheduler.failures[0]
-        info.update(status="failed", updated=layout.now_iso(), failed_stage=stage.id)
-        layout.write_run(run_dir, info)
+        stopped = [sid for r in runs for sid, rec in r.info["stages"].items() if rec.get("status") == "interrupted"]
+        raise RunInterrupted(runs[0].run_dir if len(runs) == 1 else Path(out).resolve(), stopped) from None
+    results, failed = [], []
+    for r in runs:
         try:
-            write_index(run_dir)
-        except Exception:  # the index must not hide the notebook's error
-            traceback.print_exc()
-        raise RunFailed(f"stage {stage.id} failed: {message}", stage.id,
-                        layout.notebook_path(run_dir, stage.id), run_dir)
+            results.append(r.close())
+        except RunFailed as exc:
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+    return results
 
-    result.seconds = time.monotonic() - t_run
-    complete = only is None or set(s.id for s in plan) == set(info["plan"])
-    info.update(status="complete" if complete else "partial", updated=layout.now_iso(),
-                seconds_last_invocation=round(result.seconds, 1))
-    info.pop("failed_stage", None)
-    layout.write_run(run_dir, info)
-    write_index(run_dir)
-    progress.message(f"report: {run_dir / 'index.html'}  ({len(result.executed)} executed, "
-                     f"{len(result.skipped)} skipped, {progress.elapsed():.0f} s)")
-    return result
+
+@dataclass
+class _Run:
+    """One experiment's run folder with its scheduler, between :meth:`open` and :meth:`close`."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    info: dict[str, Any]
+    chash: str
+    plan: list[Stage]
+    only: Iterable[str] | None
+    progress: Progress
+    scheduler: Scheduler
+    t0: float
+
+    @classmethod
+    def open(cls, config, out, data_root, smoke, force, run_id, overrides, only, notebooks_dir, stream,
+             name_lines: bool = False) -> "_Run":
+        cfg = (dict(config) if isinstance(config, Mapping)
+               else load_experiment(config, smoke=smoke, overrides=overrides))
+        nb_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+        if cfg["data"]["kind"] == "real":
+            if not data_root:
+                raise ValueError(f"{cfg['name']}: data.kind is 'real': give the datasets' root with --data ROOT")
+            if not Path(data_root).is_dir():
+                raise ValueError(f"--data {data_root}: folder not found")
+        chash = config_hash(cfg)
+        plan = select_stages(build_plan(cfg), only)
+        missing_nb = sorted({s.notebook for s in plan if not (nb_dir / s.notebook).is_file()})
+        if missing_nb:
+            raise FileNotFoundError(f"notebook(s) not found in {nb_dir}: {', '.join(missing_nb)}")
+        check_kernel()
+
+        run_dir, resumed, info = prepare_run(cfg, out, run_id=run_id, force=force, data_root=data_root)
+        config_path = run_dir / "config.yaml"
+        progress = Progress({s.id: s.weight for s in plan}, stream=stream, name=cfg["name"] if name_lines else "",
+                            title=f"cxr run {cfg['name']}: {'resuming' if resumed else 'new'} run "
+                                  f"{run_dir} (config {chash}{', smoke' if cfg.get('smoke') else ''})")
+        hashes: dict[str, str] = {}
+        for stage in plan:  # a stage's hash needs only its upstream hashes: all known up front
+            hashes[stage.id] = layout.stage_hash(stage, chash, nb_dir / stage.notebook, hashes)
+        root = str(Path(data_root).resolve()) if data_root else ""
+
+        def params(stage: Stage) -> dict[str, Any]:
+            return {"config_path": str(config_path), "run_dir": str(run_dir),
+                    "stage_dir": str(layout.stage_dir(run_dir, stage.id)), "data_root": root, **stage.params}
+
+        scheduler = Scheduler(plan, run_dir, info, hashes, params, nb_dir, progress, force=force)
+        return cls(cfg, run_dir, info, chash, plan, only, progress, scheduler, time.monotonic())
+
+    def close(self) -> RunResult:
+        """Record the outcome in ``run.json``, write the index page; raise :class:`RunFailed` on a failure."""
+        from cxrlib.report.index import write_index
+
+        info, run_dir, scheduler = self.info, self.run_dir, self.scheduler
+        result = RunResult(run_dir=run_dir, run_id=run_dir.name, config_hash=self.chash,
+                           executed=scheduler.executed, skipped=scheduler.skipped)
+        if scheduler.failures:
+            stage, message = scheduler.failures[0]
+            info.update(status="failed", updated=layout.now_iso(), failed_stage=stage.id)
+            layout.write_run(run_dir, info)
+            try:
+                write_index(run_dir)
+            except Exception:  # the index must not hide the notebook's error
+                traceback.print_exc()
+            raise RunFailed(f"stage {stage.id} failed: {message}", stage.id,
+                            layout.notebook_path(run_dir, stage.id), run_dir)
+
+        result.seconds = time.monotonic() - self.t0
+        complete = self.only is None or set(s.id for s in self.plan) == set(info["plan"])
+        info.update(status="complete" if complete else "partial", updated=layout.now_iso(),
+                    seconds_last_invocation=round(result.seconds, 1))
+        info.pop("failed_stage", None)
+        layout.write_run(run_dir, info)
+        write_index(run_dir)
+        self.progress.message(f"report: {run_dir / 'index.html'}  ({len(result.executed)} executed, "
+                              f"{len(result.skipped)} skipped, {self.progress.elapsed():.0f} s)")
+        return result

@@ -6,6 +6,12 @@ resume rule, :func:`cxrlib.report.layout.stage_is_done`), starts ready stages, r
 outcome, and after a failure starts nothing new (running stages finish). On Ctrl-C it stops
 the running notebooks (:func:`cxrlib.report.execute.stop_processes`) and marks them
 interrupted; finished stages stay done, so the rerun skips them.
+
+:func:`run_many` runs several runs' schedulers in one loop sharing ``jobs`` slots (``cxr demo``
+runs both papers side by side, so no core idles while one paper waits on its longest chain).
+When a slot frees, the ready stage with the longest chain of work still behind it
+(:func:`chain_weights`, the stage's weight plus its heaviest chain of dependants) starts first,
+whichever run it belongs to: the classic critical-path rule of list scheduling.
 """
 
 from __future__ import annotations
@@ -20,6 +26,19 @@ from cxrlib.report import layout
 from cxrlib.report.execute import StageError, execute_stage, stop_processes
 from cxrlib.report.plan import Stage
 from cxrlib.report.progress import Progress
+
+
+def chain_weights(plan: Sequence[Stage]) -> dict[str, float]:
+    """Stage id -> its weight plus the heaviest chain of stages that depend on it (its priority)."""
+    dependants: dict[str, list[str]] = {s.id: [] for s in plan}
+    for s in plan:
+        for d in s.depends:
+            dependants.setdefault(d, []).append(s.id)
+    weight = {s.id: float(s.weight) for s in plan}
+    out: dict[str, float] = {}
+    for s in reversed(list(plan)):  # plan order is a dependency order: dependants come later
+        out[s.id] = weight[s.id] + max((out[c] for c in dependants[s.id] if c in out), default=0.0)
+    return out
 
 
 def select_stages(plan: Sequence[Stage], only: Iterable[str] | None) -> list[Stage]:
@@ -89,30 +108,31 @@ class Scheduler:
     def _ready(self, stage: Stage) -> bool:
         return all(d in self.done for d in stage.depends)
 
-    def launch_ready(self, pool: ThreadPoolExecutor) -> None:
-        """Skip finished stages and start ready ones, up to ``jobs`` at a time, in plan order."""
-        progressed = True
-        while progressed and not self.failures:
-            progressed = False
-            for stage in list(self.pending):
-                if len(self.running) >= self.jobs or not self._ready(stage):
-                    continue
-                self.pending.remove(stage)
-                progressed = True
-                self._start(stage, pool)
+    def is_done(self, stage: Stage) -> bool:
+        """The report stage's resume rule (never under ``force``)."""
+        return not self.force and layout.stage_is_done(layout.stage_dir(self.run_dir, stage.id),
+                                                       self.hashes[stage.id],
+                                                       layout.notebook_path(self.run_dir, stage.id))
 
-    def _start(self, stage: Stage, pool: ThreadPoolExecutor) -> None:
+    def ready(self) -> list[Stage]:
+        """Pending stages whose dependencies are done (none after a failure)."""
+        return [] if self.failures else [s for s in self.pending if self._ready(s)]
+
+    def start(self, stage: Stage, pool: ThreadPoolExecutor) -> None:
+        """Skip ``stage`` if it is done, else start its notebook in ``pool``."""
+        self.pending.remove(stage)
         sdir = layout.stage_dir(self.run_dir, stage.id)
         out_nb = layout.notebook_path(self.run_dir, stage.id)
         rec = self.record(stage)
-        if not self.force and layout.stage_is_done(sdir, self.hashes[stage.id], out_nb):
+        if self.is_done(stage):
             rec["skipped_at"] = layout.now_iso()
             self.skipped.append(stage.id)
             self.done.add(stage.id)
             self.progress.stage_finished(stage.id, stage.label, 0.0, status="skipped")
             return
-        layout.keep_aside(sdir, out_nb, self.run_dir)
+        attempt = layout.keep_aside(sdir, out_nb, self.run_dir)
         sdir.mkdir(parents=True)
+        layout.restore_finished_folds(attempt, sdir)  # an interrupted strategy resumes at its next fold
         out_nb.parent.mkdir(parents=True, exist_ok=True)
         rec.update(status="running", started=layout.now_iso(), hash=self.hashes[stage.id])
         rec.pop("error", None)
@@ -166,14 +186,57 @@ class Scheduler:
         Raises:
             KeyboardInterrupt: after :meth:`interrupt` recorded the stopped stages.
         """
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            try:
-                self.launch_ready(pool)
-                while self.running:
-                    finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        self.finish(fut)
-                    self.launch_ready(pool)  # after a failure nothing new starts
-            except KeyboardInterrupt:
-                self.interrupt()
-                raise
+        run_many([self], self.jobs)
+
+
+def launch(pool: ThreadPoolExecutor, schedulers: Sequence[Scheduler], free: Callable[[], int]) -> None:
+    """Start ready stages of ``schedulers`` while ``free()`` slots remain, longest chain first.
+
+    A ready stage that is already done is skipped without taking a slot, which may make others
+    ready; hence the loop until nothing changes.
+    """
+    priority = {id(s): chain_weights(s.pending) for s in schedulers}
+    while True:
+        ready = [(priority[id(sch)].get(st.id, 0.0), -i, sch, st)
+                 for i, sch in enumerate(schedulers) for st in sch.ready()]
+        if not ready:
+            return
+        _, _, sch, stage = max(ready, key=lambda r: (r[0], r[1]))
+        if free() <= 0 and not sch.is_done(stage):
+            return
+        sch.start(stage, pool)
+
+
+def run_many(schedulers: Sequence[Scheduler], jobs: int) -> None:
+    """Run several schedulers (several run folders) in one loop, ``jobs`` notebooks at a time in all.
+
+    A failure in one run stops new starts in that run only. On Ctrl-C every run's running
+    notebooks are stopped and recorded as interrupted.
+
+    Raises:
+        KeyboardInterrupt: after each scheduler's :meth:`Scheduler.interrupt`.
+    """
+    jobs = max(1, int(jobs))
+    owner: dict[Future, Scheduler] = {}
+
+    def free() -> int:
+        return jobs - sum(len(s.running) for s in schedulers)
+
+    def start_more(pool: ThreadPoolExecutor) -> None:
+        launch(pool, schedulers, free)
+        for sch in schedulers:
+            for fut in sch.running:
+                owner[fut] = sch
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            start_more(pool)
+            while owner:
+                finished, _ = wait(list(owner), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    owner.pop(fut).finish(fut)
+                start_more(pool)  # after a failure nothing new starts in that run
+        except KeyboardInterrupt:
+            for sch in schedulers:
+                sch.interrupt()
+            raise

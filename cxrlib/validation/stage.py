@@ -78,14 +78,10 @@ def external_collections(cfg: Mapping[str, Any], data_root: str | os.PathLike, t
 
 
 def trained_models(ctx) -> dict[str, Path]:
-    """{``strategy`` or ``strategy/foldK``: transfer stage folder} of every finished transfer stage."""
-    out = {}
-    for s in ctx.transfer_stages():
-        d = ctx.stage_path(s.id)
-        if (d / "metrics.json").is_file():
-            fold = s.params["fold"]
-            out[s.params["strategy"] if fold == -1 else f"{s.params['strategy']}/fold{fold}"] = d
-    return out
+    """{``strategy`` or ``strategy/foldK``: its folder} of every finished fold (:func:`cxrlib.report.plan.fits`)."""
+    from cxrlib.report.plan import fits
+
+    return {f.key: f.path(ctx.run_dir) for f in fits(ctx.cfg) if (f.path(ctx.run_dir) / "metrics.json").is_file()}
 
 
 def source_check(target: pd.DataFrame, root: str | os.PathLike, image_size: int = 32) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cxrlib.report.config import ConfigError, config_hash, deep_merge, load_experiment
-from cxrlib.report.plan import build_plan, fold_ids
+from cxrlib.report.plan import build_plan, fits, fold_ids
 from cxrlib.report.runner import EXPERIMENTS_DIR
 
 SHIPPED = ("paper_a", "paper_b", "paper_a_real", "paper_b_real")
@@ -22,7 +22,9 @@ def test_shipped_configs_load_and_plan(name, smoke):
     ids = [s.id for s in plan]
     assert ids[0] == "01_data" and ids[-1] == "06_summary"
     transfer = [s for s in plan if s.kind == "transfer"]
-    assert len(transfer) == len(cfg["strategies"]) * len(fold_ids(cfg))
+    assert len(transfer) == len(cfg["strategies"])  # one notebook per strategy, a loop over its folds
+    assert all(s.params["folds"] == fold_ids(cfg) for s in transfer)
+    assert len(fits(cfg)) == len(cfg["strategies"]) * len(fold_ids(cfg))
     # every stage depends only on stages before it
     seen: set[str] = set()
     for s in plan:

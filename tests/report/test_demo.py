@@ -19,7 +19,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from cxrlib.report.plan import build_plan
+from cxrlib.report.plan import build_plan, fits
 from cxrlib.report.results import format_mean_std
 
 pytestmark = pytest.mark.slow
@@ -44,9 +44,12 @@ def test_every_notebook_and_result_file_exists(demo_reports: Path, name: str):
         for suffix in (".ipynb", ".html"):
             assert (run / "notebooks" / f"{stage.id}{suffix}").is_file(), (stage.id, suffix)
         assert json.loads((run / "stages" / stage.id / "stage.json").read_text())["status"] == "done"
-        if stage.kind in ("transfer", "source", "shortcut"):
+        if stage.kind == "source":
             for f in ("model.h5", "history.csv", "config.json", "metrics.json", "predictions.csv"):
                 assert (run / "stages" / stage.id / f).is_file(), (stage.id, f)
+    for fit in fits(cfg) + fits(cfg, kind="shortcut"):  # one training stage per strategy x fold
+        for f in ("model.h5", "history.csv", "config.json", "metrics.json", "predictions.csv"):
+            assert (fit.path(run) / f).is_file(), (fit.rel, f)
     for table in ("metrics", "summary", "paper_comparison"):
         assert (run / "stages" / "06_summary" / f"{table}.csv").is_file()
     assert (run / "index.html").is_file() and (demo_reports / name / "latest").is_dir()
@@ -70,8 +73,8 @@ def test_index_numbers_equal_the_results_csvs(demo_reports: Path, name: str):
         assert run_cell.get_text() == format_mean_std(c["this_run"], c["this_run_std"])
         assert "different data" in tr.get_text()
         # and the CSV agrees with the transfer stages' own metrics.json files
-        values = [json.loads((run / "stages" / s.id / "metrics.json").read_text())["test"][c["metric"]]
-                  for s in build_plan(cfg) if s.kind == "transfer" and s.params["strategy"] == c["strategy"]]
+        values = [json.loads((f.path(run) / "metrics.json").read_text())["test"][c["metric"]]
+                  for f in fits(cfg) if f.strategy == c["strategy"]]
         assert c["this_run"] == pytest.approx(np.mean(values), abs=1e-12)
         assert c["n"] == len(values)
 
@@ -208,7 +211,7 @@ def test_shortcut_lesson_trains_on_the_twin_and_stays_out_of_the_comparison(demo
         assert not lesson and not (run / "data" / "target_shortcut").exists()
         return
     assert len(lesson) == 1
-    stage = run / "stages" / lesson[0].id
+    stage = fits(cfg, kind="shortcut")[0].path(run)
     twin_csv = run / "stages" / "01_data" / "target_shortcut.csv"
     trained_on = json.loads((stage / "config.json").read_text())["config"]["manifest"]
     assert Path(trained_on).resolve() == twin_csv.resolve()

@@ -28,7 +28,7 @@ def _toy_run(tmp_path: Path) -> tuple[Path, dict]:
     rng = np.random.default_rng(0)
     for s in ("a", "b"):
         for f in range(3):
-            d = run / "stages" / f"03_transfer-{s}-fold{f}"
+            d = run / "stages" / f"03_transfer-{s}" / f"fold{f}"
             d.mkdir(parents=True)
             acc = float(rng.uniform(0.5, 0.9))
             m = {"test": {"accuracy": acc, "macro_f1": acc - 0.1, "n": 10, "per_class": {},
@@ -41,7 +41,7 @@ def test_summary_is_mean_and_sample_std_of_the_folds(tmp_path: Path):
     run, cfg = _toy_run(tmp_path)
     tables = write_results(run, cfg)
     for s in ("a", "b"):
-        accs = [json.loads((run / "stages" / f"03_transfer-{s}-fold{f}" / "metrics.json").read_text())
+        accs = [json.loads((run / "stages" / f"03_transfer-{s}" / f"fold{f}" / "metrics.json").read_text())
                 ["test"]["accuracy"] for f in range(3)]
         row = tables["summary"].query("strategy == @s and metric == 'accuracy'").iloc[0]
         assert row["mean"] == np.mean(accs) and math.isclose(row["std"], np.std(accs, ddof=1))
@@ -102,11 +102,11 @@ def test_init_chain_read_from_the_stages_config_json(tmp_path: Path):
     cfg = {"name": "t", "task": "paper_b", "data": {"kind": "phantoms"}, "split": {"kind": "holdout"},
            "strategies": {"scratch": {}, "twice_onk": {}, "imagenet": {}}}
     stages = tmp_path / "stages"
-    write_json(stages / "03_transfer-twice_onk-holdout" / "config.json",
+    write_json(stages / "03_transfer-twice_onk" / "holdout" / "config.json",
                {"config": {"name": "twice_onk", "source_dir": str(src)}, "init": {"init": f"source:{src}/model.h5"}})
-    write_json(stages / "03_transfer-scratch-holdout" / "config.json",
+    write_json(stages / "03_transfer-scratch" / "holdout" / "config.json",
                {"config": {"name": "scratch"}, "init": {"init": "scratch"}})
-    assert init_chain(stages / "03_transfer-twice_onk-holdout") == \
+    assert init_chain(stages / "03_transfer-twice_onk" / "holdout") == \
         "scratch (ImageNet unavailable) -> nih14 -> target"
     write_json(src / "config.json", {"config": {"name": "source", "task": "nih14"}, "init": {"init": "imagenet"}})
     chains = dict(init_chains(tmp_path, cfg).itertuples(index=False))

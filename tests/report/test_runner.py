@@ -22,9 +22,10 @@ with open(pathlib.Path(run_dir) / "executions.log", "a") as f:
 if sd.name == cfg.get("fail_at"):
     raise ValueError("planned failure in " + sd.name)
 (sd / "out.txt").write_text("ok")
-if strategy:
+for fold in (folds if strategy else []):
     acc = 0.5 + 0.1 * fold + len(strategy) / 100
-    (sd / "metrics.json").write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.05}))
+    (sd / f"fold{fold}").mkdir(exist_ok=True)
+    (sd / f"fold{fold}" / "metrics.json").write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.05}))
 if sd.name == "06_summary":
     from cxrlib.report.results import write_results
     write_results(run_dir, cfg, sd)
@@ -70,7 +71,7 @@ def test_run_order_fanout_resume_and_force(fake):
     r1 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, jobs=2)
     ran = _executions(r1.run_dir)
     expected = ["01_data", "02_source_pretraining", "04_cross_validation", "06_summary"] + [
-        f"03_transfer-{s}-fold0" for s in ("scratch", "domain_extension")]
+        f"03_transfer-{s}" for s in ("scratch", "domain_extension")]
     assert sorted(ran) == sorted(expected)  # no heatmaps block -> no 05; each stage once
     # two at a time, but every stage after the stages it depends on
     plan = {s.id: s for s in build_plan(load_experiment(cfg_path))}
@@ -89,9 +90,9 @@ def test_run_order_fanout_resume_and_force(fake):
 
     # A stage whose output vanished runs again; stages after it keep their outputs (their
     # hash depends on the upstream stage's hash, which is unchanged).
-    (r1.run_dir / "stages" / "03_transfer-scratch-fold0" / "out.txt").unlink()
+    (r1.run_dir / "stages" / "03_transfer-scratch" / "out.txt").unlink()
     r3 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
-    assert r3.executed == ["03_transfer-scratch-fold0"]
+    assert r3.executed == ["03_transfer-scratch"]
 
     # --force: a new run id, the earlier run untouched.
     r4 = run_experiment(cfg_path, out=out, notebooks_dir=nb_dir, force=True, only=["01_data"])
@@ -106,12 +107,12 @@ def test_run_order_fanout_resume_and_force(fake):
 def test_failed_notebook_stops_run_and_keeps_partial(fake, capsys):
     nb_dir, cfg_path, out = fake
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["fail_at"] = "03_transfer-scratch-fold0"
+    cfg["fail_at"] = "03_transfer-scratch"
     cfg_path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(RunFailed) as info:
         run_experiment(cfg_path, out=out, notebooks_dir=nb_dir)
     exc = info.value
-    assert exc.stage_id == "03_transfer-scratch-fold0"
+    assert exc.stage_id == "03_transfer-scratch"
     assert "ValueError" in str(exc) and "planned failure" in str(exc)
     assert "Cell In[" in str(exc) and "---->" in str(exc)  # where in the notebook it failed
     assert exc.notebook.is_file() and exc.notebook.with_suffix(".html").is_file()

@@ -27,10 +27,10 @@ def test_plan_adds_one_shortcut_stage_outside_the_strategies():
     cfg = _cfg()
     plan = build_plan(cfg)
     lesson = [s for s in plan if s.kind == "shortcut"]
-    assert [s.id for s in lesson] == ["03_transfer-shortcut-twice-fold0"]
+    assert [s.id for s in lesson] == ["03_transfer-shortcut-twice"]
     stage = lesson[0]
     assert stage.notebook == "03_transfer.ipynb"
-    assert stage.params == {"strategy": "twice", "fold": 0, "manifest": "target_shortcut", "stage_kind": "shortcut"}
+    assert stage.params == {"strategy": "twice", "folds": [0], "manifest": "target_shortcut", "stage_kind": "shortcut"}
     assert "02_source_pretraining" in stage.depends  # twice starts from the source model
     ids = [s.id for s in plan]
     heat = next(s for s in plan if s.kind == "heatmaps")
@@ -85,8 +85,8 @@ def test_heatmap_models_puts_clean_and_shortcut_side_by_side(tmp_path: Path):
     ctx = StageContext(cfg, tmp_path, tmp_path / "stages" / "05_heatmaps", data)
     models = heatmap_models(ctx)
     assert list(models) == ["twice_onk", "twice", "shortcut/twice"]
-    assert models["shortcut/twice"].name == "03_transfer-shortcut-twice-fold0"
-    assert models["twice"].name == "03_transfer-twice-fold0"
+    assert models["shortcut/twice"] == tmp_path / "stages" / "03_transfer-shortcut-twice" / "fold0"
+    assert models["twice"] == tmp_path / "stages" / "03_transfer-twice" / "fold0"
     plain = {k: v for k, v in cfg.items() if k != "shortcut_demo"}
     assert list(heatmap_models(StageContext(plain, tmp_path, tmp_path, data))) == ["twice_onk"]
 
@@ -97,7 +97,8 @@ def test_comparison_tables_ignore_the_shortcut_stage(tmp_path: Path):
     cfg = _cfg()
     for s in build_plan(cfg):
         if s.kind in ("transfer", "shortcut"):
-            write_json(tmp_path / "stages" / s.id / "metrics.json", {"accuracy": 0.5, "macro_f1": 0.4})
+            for fold in s.params["folds"]:
+                write_json(tmp_path / "stages" / s.id / f"fold{fold}" / "metrics.json", {"accuracy": 0.5, "macro_f1": 0.4})
     table = collect_metrics(tmp_path, cfg)
     assert not table["stage"].str.contains("shortcut").any()
     assert set(table["strategy"]) == set(cfg["strategies"])
