@@ -86,6 +86,33 @@ Initialisation: what each strategy actually started from, read from its stages' 
 Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {% endfor %}</p>
 {% else %}<p>No results yet.</p>{% endif %}
 
+{% if claims %}<h2>The papers' claims, tested on this run</h2>
+<table id="claims"><tr><th>paper</th><th>claim</th><th>statistic</th><th>a vs b</th><th>difference ± spread</th>
+<th>p</th><th>a ahead</th><th>verdict</th></tr>
+{% for c in claims %}<tr><td>{{ c.paper }}</td><td>{{ c.claim }}</td><td>{{ c.statistic }}</td><td>{{ c.a }} vs {{ c.b }}</td>
+<td class="num" data-col="difference" data-value="{{ c.difference }}">{{ c.difference_text }}</td>
+<td class="num" data-col="p_value" data-value="{{ c.p_value }}">{{ c.p_text }}</td><td class="num">{{ c.wins }}</td>
+<td>{% if c.supported %}<span class="badge same">{{ c.direction }}</span>{% else %}<span class="badge diff">{{ c.direction }}</span>{% endif %}{% if c.note %}<br><i>{{ c.note }}</i>{% endif %}</td></tr>
+{% endfor %}</table>
+<p class="meta">Each claim as a paired test over the folds ({{ claims_test }}); notebook 4 explains each statistic and
+notebook 6 sets it beside the paper's wording. Table: <a href="stages/04_cross_validation/claims.csv">claims.csv</a>.</p>{% endif %}
+
+{% if localisation %}<h2>Where the models look: heatmaps against the lesion masks</h2>
+<table id="localisation"><tr><th>model</th><th>method</th><th>relevance mass inside the lesion</th><th>× chance</th>
+<th>pointing game</th><th>images</th></tr>
+{% for r in localisation %}<tr><td>{{ r.model }}</td><td>{{ r.method }}</td>
+<td class="num" data-col="mass_inside" data-value="{{ r.mass }}">{{ r.mass_text }}</td>
+<td class="num" data-col="x_chance" data-value="{{ r.x_chance }}">{{ r.x_chance_text }}</td>
+<td class="num" data-col="pointing_game" data-value="{{ r.pointing }}">{{ r.pointing_text }}</td><td class="num">{{ r.n }}</td></tr>
+{% endfor %}</table>
+<p class="meta">Chance = the share of the image the lesion masks cover (a map spread evenly scores it); pointing
+game = share of images whose heatmap maximum falls inside the lesion. Table:
+<a href="stages/05_heatmaps/scores_summary.csv">scores_summary.csv</a>; maps and failure cases in notebook 5.</p>{% endif %}
+{% if verdicts and not (external and external.verdicts) %}<table id="shortcut-verdicts"><tr><th>model</th><th>shortcut verdict</th><th>evidence</th></tr>
+{% for v in verdicts %}<tr><td>{{ v.model }}</td><td><b>{{ v.verdict }}</b></td><td>{{ v.evidence }}</td></tr>{% endfor %}</table>
+<p class="meta">Shortcut audit (notebook 5): relevance on the text / border regions combined with the predictions
+that change when the region is masked, against a same-size control region.</p>{% endif %}
+
 {% if external %}<h2>Internal vs external validation</h2>
 {% if external.headline %}<table id="external-headline"><tr>{% for c in external.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in external.headline %}<tr>{% for c in external.columns %}<td{% if c != "model" %} class="num"{% endif %}>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>
@@ -188,6 +215,48 @@ def _external(run_dir: Path) -> dict[str, Any] | None:
             "source": src.get("warning") or src.get("note", ""), "verdicts": rec.get("verdicts") or []}
 
 
+def _csv_records(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if not path.is_file():
+        return []
+    try:
+        return pd.read_csv(path, keep_default_na=False).to_dict("records")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return []
+
+
+def _claims(run_dir: Path) -> list[dict[str, Any]]:
+    """The claims tests of notebook 4 (:func:`cxrlib.claims.claims_table`), formatted."""
+    from cxrlib.report.results import format_value
+
+    rows = []
+    for r in _csv_records(run_dir / "stages" / "04_cross_validation" / "claims.csv"):
+        r = dict(r)
+        r["difference_text"] = format_mean_std(r.get("difference"), r.get("spread"), digits=3)
+        r["p_text"] = format_value(r.get("p_value"), 4)
+        r["difference"], r["p_value"] = _num(r.get("difference")), _num(r.get("p_value"))
+        r["supported"] = str(r.get("supported")).lower() == "true"
+        rows.append(r)
+    return rows
+
+
+def _localisation(run_dir: Path) -> list[dict[str, Any]]:
+    """Per (model, method) of notebook 5: mass inside the lesion, x chance, pointing game."""
+    from cxrlib.report.results import format_value
+
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in _csv_records(run_dir / "stages" / "05_heatmaps" / "scores_summary.csv"):
+        row = by_key.setdefault((str(r["model"]), str(r["method"])), {"model": r["model"], "method": r["method"]})
+        if r["metric"] == "mass_inside":
+            row.update(mass=_num(r["mean"]), x_chance=_num(r.get("x_chance")), n=r.get("n", ""),
+                       mass_text=f"{format_value(r['mean'], 3)} (chance {format_value(r.get('chance'), 3)})",
+                       x_chance_text=format_value(r.get("x_chance"), 2))
+        elif r["metric"] == "pointing_game":
+            row.update(pointing=_num(r["mean"]), pointing_text=format_value(r["mean"], 2))
+    return [r for r in by_key.values() if "mass" in r]
+
+
 def render_index(run_dir: str | os.PathLike) -> str:
     """The index page of a run as an HTML string."""
     from cxrlib import __version__
@@ -245,6 +314,9 @@ def render_index(run_dir: str | os.PathLike) -> str:
         created=info.get("created", ""), data_text=data_text,
         paper_citation=paper.get("citation", ""), paper_url=paper.get("url", ""),
         failure=failure, comparison=comparison, summary_rows=summary_rows, external=_external(run_dir),
+        claims=_claims(run_dir), claims_test="paired t-test; Wilcoxon in claims.csv",
+        localisation=_localisation(run_dir),
+        verdicts=_csv_records(run_dir / "stages" / "05_heatmaps" / "shortcut_verdict.csv"),
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from bs4 import BeautifulSoup
 
 from cxrlib.report.index import write_index
@@ -70,6 +71,41 @@ def test_index_shows_the_csv_numbers(tmp_path: Path):
         strategy = row.find("td").get_text()
         for td in row.select("td[data-metric]"):
             assert float(td["data-value"]) == summary.loc[(strategy, td["data-metric"]), "mean"]
+
+
+def test_index_shows_the_claims_tests_and_the_localisation(tmp_path: Path):
+    """The index page carries notebook 4's claims tests and notebook 5's localisation (issue 11)."""
+    from cxrlib.claims import claims_table
+
+    run, cfg = _toy_run(tmp_path)
+    write_results(run, cfg)
+    (run / "config.yaml").write_text(json.dumps(cfg))
+    (run / "run.json").write_text(json.dumps({"experiment": "toy", "run_id": "r1", "status": "complete",
+                                              "plan": ["01_data"], "stages": {}}))
+    metrics = pd.DataFrame([{"strategy": s, "fold": f, "metric": "accuracy", "value": v}
+                            for s, vals in (("a", [0.8, 0.82, 0.9]), ("b", [0.6, 0.7, 0.65]))
+                            for f, v in enumerate(vals)])
+    claims = claims_table(metrics, pd.DataFrame(), [{"claim": "a beats b", "paper": "A", "kind": "paired_folds",
+                                                    "a": "a", "b": "b", "metric": "accuracy", "expect": "greater"}])
+    (run / "stages" / "04_cross_validation").mkdir(parents=True)
+    claims.to_csv(run / "stages" / "04_cross_validation" / "claims.csv", index=False)
+    heat = run / "stages" / "05_heatmaps"
+    heat.mkdir(parents=True)
+    pd.DataFrame([{"model": "a", "method": "gradcam", "metric": "mass_inside", "mean": 0.2, "n": 12,
+                   "chance": 0.08, "x_chance": 2.5},
+                  {"model": "a", "method": "gradcam", "metric": "pointing_game", "mean": 0.5, "n": 12,
+                   "chance": 0.08, "x_chance": 6.25}]).to_csv(heat / "scores_summary.csv", index=False)
+    pd.DataFrame([{"model": "a", "verdict": "no evidence", "evidence": "text enrichment 0.9"}]).to_csv(
+        heat / "shortcut_verdict.csv", index=False)
+    soup = BeautifulSoup(write_index(run).read_text(), "html.parser")
+    p_cell = soup.select_one("#claims td[data-col=p_value]")
+    assert float(p_cell["data-value"]) == pytest.approx(claims.loc[0, "p_value"])
+    assert float(soup.select_one("#claims td[data-col=difference]")["data-value"]) == pytest.approx(
+        claims.loc[0, "difference"])
+    assert "a beats b" in soup.select_one("#claims").get_text()
+    assert float(soup.select_one("#localisation td[data-col=x_chance]")["data-value"]) == 2.5
+    assert float(soup.select_one("#localisation td[data-col=pointing_game]")["data-value"]) == 0.5
+    assert "no evidence" in soup.select_one("#shortcut-verdicts").get_text()
 
 
 def test_paper_comparison_without_results_is_nan_not_zero():
