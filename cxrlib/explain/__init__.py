@@ -15,8 +15,8 @@ Modules (import them directly; nothing heavy is imported here). Typical use::
 - :mod:`cxrlib.explain.base` -- the protocol: ``Heatmaps`` (maps, class_index, prob, signed),
   ``Explainer.explain(images, class_index=None)``, ``canonical_method``, ``display_map``.
 - :mod:`cxrlib.explain.factory` -- ``make_explainer(method, model)`` (keras model, ``.h5`` or
-  stage folder) and ``ExplainerCache`` (one explainer per (model, method), one LRP worker per
-  model).
+  stage folder) and ``ExplainerCache`` (one explainer per (model, method), one LRP worker
+  process for all its models).
 - :mod:`cxrlib.explain.gradcam` -- Grad-CAM / Grad-CAM++ through tf-keras-vis, in-process
   (``CamExplainer``, ``gradcam``, ``target_layer`` with ``min_cam_size``).
 - :mod:`cxrlib.explain.lrp` -- Layer-wise Relevance Propagation through iNNvestigate, run in a

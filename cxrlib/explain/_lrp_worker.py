@@ -2,9 +2,11 @@
 
 iNNvestigate 2.1.2 needs TensorFlow's eager execution disabled, which is a process-wide,
 one-way switch; this module is therefore only ever imported in a spawned child process. The
-child loads the saved ``.h5`` model (a ``.keras`` file loads with wrong weights in graph mode,
-silently), removes the output activation (:func:`logits_model`) and keeps one analyzer per (method,
-parameters, neuron selection mode). Library warnings are routed to the ``cxrlib.explain.lrp`` log.
+child loads saved ``.h5`` models (a ``.keras`` file loads with wrong weights in graph mode,
+silently) into its one graph -- several models may share a process, each under its file path --
+removes each one's output activation (:func:`logits_model`) and keeps one analyzer per (method,
+parameters, neuron selection mode) and model. Library warnings are routed to the
+``cxrlib.explain.lrp`` log.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 
 import numpy as np
 
-_STATE: dict = {}
+_STATE: dict = {"models": {}}  # models: file path -> {model, logits_model, both, analyzers, ...}
 
 
 def fast_graph_layer_creation(enabled: bool = True) -> bool:
@@ -68,18 +70,20 @@ def logits_model(model):
     return keras.Model(model.inputs, out, name=f"{model.name}_logits")
 
 
-def init(model_path: str, fast: bool = True) -> None:
-    """Process initializer: graph mode, fast path switch, load the model, build the logit model.
+def init(model_path: str | None = None, fast: bool = True) -> None:
+    """Process initializer: graph mode, fast path switch; load ``model_path`` when given.
 
     An exception here would only surface as a bare ``BrokenProcessPool`` in the parent, so it is
     kept and re-raised (with the worker's traceback) by the next call.
     """
     try:
-        _init(model_path, fast)
+        _init(fast)
+        if model_path is not None:
+            load(model_path)
     except Exception:  # noqa: BLE001 - reported to the parent by _check()
         import traceback
 
-        _STATE["error"] = f"LRP worker could not load {model_path}:\n{traceback.format_exc()}"
+        _STATE["error"] = f"LRP worker could not start or load {model_path}:\n{traceback.format_exc()}"
 
 
 class _quiet:
@@ -111,7 +115,7 @@ def _check() -> None:
         raise RuntimeError(_STATE["error"])
 
 
-def _init(model_path: str, fast: bool) -> None:
+def _init(fast: bool) -> None:
     from cxrlib.runtime import configure_env
 
     configure_env()
@@ -120,28 +124,46 @@ def _init(model_path: str, fast: bool) -> None:
     tf.get_logger().setLevel("ERROR")  # graph-mode deprecation notices: not for the report
     tf.compat.v1.disable_eager_execution()
     fast_graph_layer_creation(fast)
-    t0 = time.perf_counter()
-    with _quiet():
-        model = tf.keras.models.load_model(model_path, compile=False)
-    logits = logits_model(model)
-    # one forward pass gives both the probabilities (class choice) and the logits: [N, K] x 2
-    both = tf.keras.Model(model.inputs, [model.output, logits.output], name="probs_and_logits")
-    _STATE.update(model=model, logits_model=logits, both=both, analyzers={},
-                  path=model_path, fast=fast, load_seconds=time.perf_counter() - t0)
+    _STATE["fast"] = fast
 
 
-def info() -> dict:
+def load(model_path: str) -> dict:
+    """Load a saved model into this process's graph (once per path); returns :func:`info`.
+
+    Models loaded side by side keep their own variables (Keras uniquifies the graph's op names;
+    layer names only need to be unique within a model), so one process serves every model of
+    a notebook: one TensorFlow import and process start instead of one per model.
+    """
+    import tensorflow as tf
+
+    _check()
+    if model_path not in _STATE["models"]:
+        t0 = time.perf_counter()
+        try:
+            with _quiet():
+                model = tf.keras.models.load_model(model_path, compile=False)
+        except Exception as exc:  # noqa: BLE001 - the parent sees the file named, not a bare OSError
+            raise RuntimeError(f"LRP worker could not load {model_path}: {type(exc).__name__}: {exc}") from None
+        logits = logits_model(model)
+        both = tf.keras.Model(model.inputs, [model.output, logits.output], name="probs_and_logits")
+        _STATE["models"][model_path] = dict(model=model, logits_model=logits, both=both, analyzers={},
+                                            load_seconds=time.perf_counter() - t0)
+    return info(model_path)
+
+
+def info(model_path: str) -> dict:
     """Model facts for the parent process (input shape, outputs, load time, fast flag)."""
     from keras.src.engine import base_layer_utils
 
     _check()
-    model = _STATE["model"]
+    entry = _STATE["models"][model_path]
+    model = entry["model"]
     return {"input_shape": tuple(model.input_shape[1:]), "n_outputs": int(model.output_shape[-1]),
-            "load_seconds": _STATE["load_seconds"], "fast": _STATE["fast"],
+            "load_seconds": entry["load_seconds"], "fast": _STATE["fast"],
             "flag": bool(base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION)}
 
 
-def _fused(an):
+def _fused(an, entry: dict):
     """One graph call for relevance + probabilities + logits: [relevance [N, H, W, C], probs, logits].
 
     The analyzer model shares the loaded model's input placeholder and forward tensors, so the
@@ -155,27 +177,27 @@ def _fused(an):
     if an._n_debug_output or an._n_constant_input or an._n_data_output != 1:
         return None
     return tf.compat.v1.keras.backend.function(
-        am.inputs, am.outputs[:1] + [_STATE["model"].output, _STATE["logits_model"].output])
+        am.inputs, am.outputs[:1] + [entry["model"].output, entry["logits_model"].output])
 
 
-def _analyzer(method: str, params: tuple, select: str):
-    """Cached (analyzer, fused function, build seconds) per (method, parameters, selection mode)."""
+def _analyzer(entry: dict, method: str, params: tuple, select: str):
+    """Cached (analyzer, fused function, build seconds) per (method, parameters, selection mode) of a model."""
     import innvestigate
 
     key = (method, params, select)
-    if key not in _STATE["analyzers"]:
+    if key not in entry["analyzers"]:
         t0 = time.perf_counter()
         with _quiet():
-            an = innvestigate.create_analyzer(method, _STATE["logits_model"], neuron_selection_mode=select,
+            an = innvestigate.create_analyzer(method, entry["logits_model"], neuron_selection_mode=select,
                                               **dict(params))
             an.create_analyzer_model()
-            fused = _fused(an)
-        _STATE["analyzers"][key] = (an, fused, time.perf_counter() - t0)
-    return _STATE["analyzers"][key]
+            fused = _fused(an, entry)
+        entry["analyzers"][key] = (an, fused, time.perf_counter() - t0)
+    return entry["analyzers"][key]
 
 
-def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) -> dict:
-    """Relevance of the chosen/predicted class for a batch.
+def analyze(model_path: str, method: str, images: np.ndarray, class_index, params: tuple = ()) -> dict:
+    """Relevance of the chosen/predicted class for a batch, by the model loaded from ``model_path``.
 
     ``class_index`` None: iNNvestigate's ``max_activation`` selection (the arg-max logit, which is
     the arg-max probability); else ``index`` selection. Relevance, probabilities and logits come
@@ -187,9 +209,10 @@ def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) ->
         construction, 0 when cached) and ``seconds`` (this call's analysis time).
     """
     _check()
+    entry = _STATE["models"][model_path]
     select = "max_activation" if class_index is None else "index"
-    cached = (method, params, select) in _STATE["analyzers"]
-    an, fused, build = _analyzer(method, params, select)
+    cached = (method, params, select) in entry["analyzers"]
+    an, fused, build = _analyzer(entry, method, params, select)
     t0 = time.perf_counter()
     feed = [images]
     if select == "index":
@@ -198,7 +221,7 @@ def analyze(method: str, images: np.ndarray, class_index, params: tuple = ()) ->
         if fused is not None:
             rel, probs, logits = fused(feed)
         else:  # plain path: a forward pass for the outputs, then the analyzer
-            probs, logits = _STATE["both"].predict(images, verbose=0)
+            probs, logits = entry["both"].predict(images, verbose=0)
             rel = an.analyze(images, neuron_selection=None if class_index is None else list(class_index))
     idx = np.asarray(logits).argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=int)
     return {"relevance": np.asarray(rel, dtype=np.float32), "class_index": idx.astype(int),

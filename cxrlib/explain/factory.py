@@ -94,7 +94,7 @@ def make_explainer(method: str, model, **options) -> Explainer:
 
 
 class ExplainerCache:
-    """Explainers built once per ``(model, method)``; one LRP worker per model file.
+    """Explainers built once per ``(model, method)``; one LRP worker process for all model files.
 
     Args:
         **options: passed to :func:`make_explainer` for every explainer built.
@@ -104,6 +104,7 @@ class ExplainerCache:
         self.options = options
         self._explainers: dict[tuple[Any, str], Explainer] = {}
         self._workers: dict[Path, Any] = {}
+        self._process: Any = None  # the LRPProcess shared by every model's LRPWorker
         self._models: dict[Path, Any] = {}  # one in-process keras model per file (Grad-CAM)
 
     @staticmethod
@@ -123,12 +124,14 @@ class ExplainerCache:
                 target = self._models.get(ref, ref) if isinstance(ref, Path) else ref
                 self._explainers[key] = make_explainer(method, target, **self.options)
             else:
-                from cxrlib.explain.lrp import LRPWorker
+                from cxrlib.explain.lrp import LRPProcess, LRPWorker
 
                 if not isinstance(ref, Path):
                     raise TypeError("ExplainerCache runs LRP from saved models: give a .h5 file or stage folder")
+                if self._process is None:  # one graph-mode process for every model of the cache
+                    self._process = LRPProcess(fast=self.options.get("fast", True))
                 if ref not in self._workers:
-                    self._workers[ref] = LRPWorker(ref, fast=self.options.get("fast", True))
+                    self._workers[ref] = LRPWorker(ref, process=self._process)
                 self._explainers[key] = make_explainer(method, ref, worker=self._workers[ref], **self.options)
         return self._explainers[key]
 
@@ -138,6 +141,9 @@ class ExplainerCache:
             ex.close()
         for worker in self._workers.values():
             worker.close()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
         self._explainers.clear()
         self._workers.clear()
         self._models.clear()

@@ -9,8 +9,11 @@ API (stable, used by the notebooks):
   relevance [N, H, W], ``signed`` True, ``prob``, ``probs``, ``logits``). The older call
   ``explain(images, "lrp.z", class_index=...)`` (method second) still works. ``LRPResult`` is
   the same class as ``Heatmaps``.
-- ``LRPWorker(model_path, fast=True)``: the worker process alone; one per model serves every
-  LRP method (analyzers cached inside), shared by :class:`cxrlib.explain.factory.ExplainerCache`.
+- ``LRPWorker(model_path, fast=True, process=None)``: a model in a worker process; one per model
+  serves every LRP method (analyzers cached inside). ``LRPProcess(fast=True)``: the spawned
+  process, which can hold several models: :class:`cxrlib.explain.factory.ExplainerCache` starts
+  one per notebook for all its models (one TensorFlow import and process start instead of one
+  per model).
 - ``lrp(model_path, images, method="lrp.epsilon", class_index=None, fast=True, **params)``:
   one-shot wrapper (starts and stops a worker).
 - ``METHODS``: the supported analyzers: ``lrp.epsilon``, ``lrp.z``, ``lrp.alpha_1_beta_0``,
@@ -87,35 +90,68 @@ def _check_model_path(model_path) -> Path:
     return path
 
 
+class LRPProcess:
+    """One spawned graph-mode process; it can hold several saved models side by side.
+
+    Args:
+        fast: use :func:`fast_graph_layer_creation` in the process (default True).
+    """
+
+    def __init__(self, fast: bool = True):
+        from cxrlib.explain import _lrp_worker
+
+        self.fast = bool(fast)
+        ctx = mp.get_context("spawn")  # a fresh interpreter: eager mode can then be disabled
+        self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_lrp_worker.init,
+                                         initargs=(None, self.fast))
+
+    def call(self, fn, *args, what: str = "LRP worker process"):
+        """Run ``fn(*args)`` in the process and return its result."""
+        try:
+            return self._pool.submit(fn, *args).result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"the {what} died (model load failure or out of memory); run "
+                               "cxrlib.explain._lrp_worker.init in a shell to see why") from exc
+
+    def close(self) -> None:
+        """Stop the process."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class LRPWorker:
-    """One graph-mode worker process holding one saved model (all LRP methods share it).
+    """One saved model in a graph-mode worker process (all LRP methods share it).
 
     Args:
         model_path: the model's ``.h5`` file.
         fast: use :func:`fast_graph_layer_creation` in the worker (default True).
+        process: an :class:`LRPProcess` shared with other models (not stopped by :meth:`close`;
+            :class:`cxrlib.explain.factory.ExplainerCache` shares one per notebook); None starts
+            a process of its own.
     """
 
-    def __init__(self, model_path, fast: bool = True):
+    def __init__(self, model_path, fast: bool = True, process: LRPProcess | None = None):
         from cxrlib.explain import _lrp_worker
 
         self.model_path = _check_model_path(model_path)
-        self.fast = bool(fast)
-        ctx = mp.get_context("spawn")  # a fresh interpreter: eager mode can then be disabled
-        self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_lrp_worker.init,
-                                         initargs=(str(self.model_path), self.fast))
-        self.info = self.call(_lrp_worker.info)
+        self._owns = process is None
+        self.process = LRPProcess(fast) if process is None else process
+        self.fast = self.process.fast
+        self.info = self.call(_lrp_worker.load, str(self.model_path))
 
     def call(self, fn, *args):
-        """Run ``fn(*args)`` in the worker and return its result."""
-        try:
-            return self._pool.submit(fn, *args).result()
-        except BrokenProcessPool as exc:
-            raise RuntimeError(f"the LRP worker for {self.model_path} died (model load failure or out of "
-                               "memory); run cxrlib.explain._lrp_worker.init in a shell to see why") from exc
+        """Run ``fn(*args)`` in the worker process and return its result."""
+        return self.process.call(fn, *args, what=f"LRP worker for {self.model_path}")
+
+    def analyze(self, method: str, images: np.ndarray, class_index, params: tuple = ()) -> dict:
+        """:func:`cxrlib.explain._lrp_worker.analyze` on this worker's model."""
+        from cxrlib.explain import _lrp_worker
+
+        return self.call(_lrp_worker.analyze, str(self.model_path), method, images, class_index, params)
 
     def close(self) -> None:
-        """Stop the worker process."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the worker process (when this worker started it)."""
+        if self._owns:
+            self.process.close()
 
 
 class LRPExplainer(Explainer):
@@ -162,8 +198,6 @@ class LRPExplainer(Explainer):
             keep_channels: also return the per-channel relevance [N, H, W, C].
             **params: analyzer parameters overriding the explainer's.
         """
-        from cxrlib.explain import _lrp_worker
-
         if len(args) > 1:
             raise TypeError(f"explain() takes images and one positional argument, got {1 + len(args)}")
         if args and isinstance(args[0], str):  # older call: explain(images, "lrp.z", class_index=...)
@@ -177,8 +211,8 @@ class LRPExplainer(Explainer):
         cls = None if class_index is None else np.broadcast_to(np.asarray(class_index, int), (n,))
         if cls is not None and ((cls < 0) | (cls >= k)).any():
             raise ValueError(f"class index {class_index!r} outside the model's {k} outputs")
-        parts = [self.worker.call(_lrp_worker.analyze, method, images[s:s + self.batch_size],
-                                  None if cls is None else cls[s:s + self.batch_size].tolist(), params)
+        parts = [self.worker.analyze(method, images[s:s + self.batch_size],
+                                     None if cls is None else cls[s:s + self.batch_size].tolist(), params)
                  for s in range(0, n, self.batch_size)]
         chans = np.concatenate([p["relevance"] for p in parts])  # [N, H, W, C]
         idx = np.concatenate([p["class_index"] for p in parts])

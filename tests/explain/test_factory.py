@@ -6,6 +6,7 @@ forward pass as the heatmap and must equal ``model.predict``'s.
 
 import numpy as np
 import pytest
+from tensorflow import keras
 
 from cxrlib.explain.base import Heatmaps, canonical_method, display_map
 from cxrlib.explain.factory import ExplainerCache, make_explainer, model_file
@@ -91,7 +92,28 @@ def test_cache_keys_by_model_and_method_and_shares_the_lrp_worker(densenet_model
         one = eps.explain(x, class_index=[0, 1, 2])  # index mode: the same maps as explaining one by one
         for i in range(3):
             np.testing.assert_allclose(one.maps[i], eps.explain(x[i], class_index=i).maps[0], rtol=1e-4, atol=1e-7)
-    assert eps.worker._pool._shutdown_thread
+    assert eps.worker.process._pool._shutdown_thread
+
+
+@pytest.mark.slow
+def test_two_models_share_one_lrp_process_and_keep_their_own_weights(densenet_model, tmp_path):
+    """One graph-mode process for all models of a cache; each model's maps as if it were alone."""
+    from cxrlib.explain.lrp import lrp
+
+    densenet_model.save(tmp_path / "a.h5")
+    other = keras.models.clone_model(densenet_model)  # same layer names, other (random) weights
+    other.set_weights([w * 0.5 + 0.01 for w in densenet_model.get_weights()])
+    other.save(tmp_path / "b.h5")
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    with ExplainerCache() as cache:
+        a, b = cache.get(tmp_path / "a.h5", "lrp.epsilon"), cache.get(tmp_path / "b.h5", "lrp.epsilon")
+        assert a.worker is not b.worker and a.worker.process is b.worker.process
+        got = {"a": a.explain(x, class_index=1).maps, "b": b.explain(x, class_index=1).maps}
+        np.testing.assert_allclose(b.explain(x).prob, other.predict(x, verbose=0).max(1), rtol=1e-4, atol=1e-6)
+    for name in ("a", "b"):  # each alone in its own process
+        alone = lrp(tmp_path / f"{name}.h5", x, "lrp.epsilon", class_index=1).maps
+        np.testing.assert_allclose(got[name], alone, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(got["a"], got["b"])
 
 
 @pytest.mark.slow
