@@ -114,6 +114,14 @@ def _label_listed(man: pd.DataFrame, listed, multilabel: bool) -> pd.Series:
     return man["findings"].astype(str).map(lambda v: bool(listed & set(v.split("|"))))
 
 
+def looked_in(e: Entry, datasets: Mapping[str, str]) -> str:
+    """Where the folder of ``e`` is looked for: its explicit folder, or every published folder name."""
+    from cxrlib.data.adapters.collections import tried_names
+
+    explicit = datasets.get(e.collection) or e.path
+    return str(explicit) if explicit else ", ".join(tried_names(e.collection))
+
+
 def locate_entries(entries: list[Entry], part: str, task: str, root: Path, datasets: Mapping[str, str],
                    where: str | None = None) -> tuple[dict[str, Path | None], list[str]]:
     """Check every entry's ``labels`` and find every folder, before any adapter runs.
@@ -125,7 +133,7 @@ def locate_entries(entries: list[Entry], part: str, task: str, root: Path, datas
         ValueError: a listed label is not a class of the entry's task (naming both).
         FileNotFoundError: a required collection is missing (every missing one, every folder name tried).
     """
-    from cxrlib.data.adapters.collections import find_collection, tried_names
+    from cxrlib.data.adapters.collections import find_collection
 
     where = where or f"data.{part}"
     for e in entries:
@@ -144,16 +152,16 @@ def locate_entries(entries: list[Entry], part: str, task: str, root: Path, datas
             missing.append(str(exc))
             continue
         if folder is None:
-            tried = str(explicit) if explicit else ", ".join(tried_names(e.collection))
-            notes.append(f"{part}: optional collection {e.collection!r} not found (tried {tried}); not used")
+            notes.append(f"{part}: optional collection {e.collection!r} not found (tried {looked_in(e, datasets)}); "
+                         "not used")
         found[e.collection] = folder
     if missing:
         raise FileNotFoundError(f"{where}: " + "\n".join(missing))
     return found, notes
 
 
-def read_entry(e: Entry, folder: Path | None, part: str, task: str, root: Path, name: str = "this experiment"
-               ) -> tuple[pd.DataFrame | None, pd.DataFrame, list[str]]:
+def read_entry(e: Entry, folder: Path | None, part: str, task: str, root: Path, name: str = "this experiment",
+               tried: str = "") -> tuple[pd.DataFrame | None, pd.DataFrame, list[str]]:
     """One located entry: its adapter's manifest with paths under ``root``, minus the labels it does not take.
 
     Args:
@@ -162,6 +170,7 @@ def read_entry(e: Entry, folder: Path | None, part: str, task: str, root: Path, 
         task: the part's task (the entry's own ``task`` wins).
         root: the data root the paths become relative to.
         name: named in the reason of rows whose label the entry does not take.
+        tried: where an absent folder was looked for (:func:`looked_in`), named in its set-aside row.
 
     Returns:
         (manifest, or None when the folder is absent; set-aside rows (:data:`ASIDE_COLUMNS`):
@@ -170,8 +179,9 @@ def read_entry(e: Entry, folder: Path | None, part: str, task: str, root: Path, 
     from cxrlib.data.adapters import build_manifest
 
     if folder is None:
+        reason = "optional collection not found" + (f" (tried {tried})" if tried else "")
         return None, pd.DataFrame([dict(part=part, source=e.collection, source_row="", file="", findings="",
-                                        label="", reason="optional collection not found", duplicate_of="")]), []
+                                        label="", reason=reason, duplicate_of="")]), []
     res = build_manifest(e.adapter, folder, task=e.task or task, **dict(e.options))
     prefix = Path(os.path.relpath(folder, root)).as_posix()
     man = prefix_manifest(res.manifest, prefix)
@@ -202,7 +212,7 @@ def read_entries(entries: list[Entry], part: str, task: str, root: Path, dataset
     found, notes = locate_entries(entries, part, task, root, datasets)
     frames, asides = [], []
     for e in entries:
-        man, aside, n = read_entry(e, found[e.collection], part, task, root, name)
+        man, aside, n = read_entry(e, found[e.collection], part, task, root, name, looked_in(e, datasets))
         asides.append(aside)
         notes += n
         if man is not None:

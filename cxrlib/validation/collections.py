@@ -75,14 +75,15 @@ def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task
             (naming the entry).
     """
     from cxrlib.data.adapters.collections import parse_datasets
-    from cxrlib.data.entries import Entry, locate_entries, read_entry
+    from cxrlib.data.entries import Entry, locate_entries, looked_in, read_entry
 
     name = entry.get("name") or entry.get("collection") or entry.get("adapter") or entry.get("root")
     where = f"external.{name}"
     e = Entry.from_mapping({k: v for k, v in entry.items() if k != "name"}, where=where)
     root = Path(data_root)
-    found, _ = locate_entries([e], "external", task, root, parse_datasets(datasets), where=where)
-    df, aside, _ = read_entry(e, found[e.collection], "external", task, root, name=where)
+    datasets = parse_datasets(datasets)
+    found, _ = locate_entries([e], "external", task, root, datasets, where=where)
+    df, aside, _ = read_entry(e, found[e.collection], "external", task, root, where, looked_in(e, datasets))
     return (df.fillna("").reset_index(drop=True) if df is not None else None), removed_rows(aside, name)
 
 
