@@ -8,7 +8,8 @@ Order of the steps, and why::
       float 0..255, gray -> RGB --[augment (per-element stateless random ops)]-->
       batch --backbone preprocess_input --prefetch(AUTOTUNE)
 
-Decode and resize live in :mod:`cxrlib.data.decode`, the cache in :mod:`cxrlib.data.cache`.
+Decode and resize live in :mod:`cxrlib.data.decode`, the cache in :mod:`cxrlib.data.cache`,
+the random training augmentation in :mod:`cxrlib.data.augment`.
 
 * Decoding: PNG with ``tf.io.decode_png``; 16-bit PNGs (IHDR bit depth) with
   ``dtype=tf.uint16``, scaled by 1/257 to float 0..255 so they keep their precision
@@ -32,12 +33,9 @@ Decode and resize live in :mod:`cxrlib.data.decode`, the cache in :mod:`cxrlib.d
   quantises the same way, so cached and uncached tensors are identical. On-disk caches are keyed
   by a fingerprint of the files (path, size, mtime) and the geometry, so a stale cache is never
   read for changed images or a different size.
-* Augmentation (training only, off by default): small rotation, shift, zoom, brightness and
-  contrast with stateless random ops seeded per element from ``seed`` (reproducible, and
-  different in every epoch). **Horizontal flip is off by default**: a chest radiograph is
-  not left-right symmetric (heart, aortic knob and gastric bubble on the left; situs
-  inversus/dextrocardia is itself a finding), and burnt-in L/R markers would be mirrored
-  into text that never occurs. Enable it only knowingly (``Augmentation(horizontal_flip=True)``).
+* Augmentation (training only, off by default; :mod:`cxrlib.data.augment`): small rotation,
+  shift, zoom, brightness and contrast, seeded per element; horizontal flip off (chest anatomy
+  and L/R markers are not mirror symmetric).
 
 Memory: a memory cache holds N x H x W x planes bytes (planes 1 for gray sets; x2 for 16-bit
 sources): the 112,120 NIH images at 224 px are 5.6 GB. It is refused before decoding when it does
@@ -47,9 +45,7 @@ alternative); an on-disk cache streams, and the shuffle runs over row indices (n
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -59,6 +55,7 @@ import pandas as pd
 from cxrlib import runtime  # noqa: F401  (TF environment defaults before TF is imported)
 from cxrlib.data import cache as cxr_cache
 from cxrlib.data import images as cxr_images
+from cxrlib.data.augment import Augmentation, augment_image, as_augmentation  # noqa: F401  (kept importable here)
 from cxrlib.data.decode import (  # noqa: F401  (public names of the pipeline, kept importable here)
     RESIZE_MODES, _size_hw, color_planes, convert_channels, decode_image, load_resized, resize_image,
 )
@@ -199,84 +196,6 @@ def class_weights(
     return {int(k): float(v) for k, v in zip(ks, w)}
 
 
-# ----------------------------------------------------------------------------- augmentation
-@dataclass(frozen=True)
-class Augmentation:
-    """Random training augmentation, applied to 0..255 images before ``preprocess_input``.
-
-    Attributes:
-        rotation: maximum rotation in degrees (uniform in +-rotation).
-        shift: maximum shift as a fraction of height/width.
-        zoom: maximum zoom as a fraction (scale uniform in 1 +- zoom).
-        brightness: maximum brightness change as a fraction of 255.
-        contrast: contrast factor uniform in 1 +- contrast.
-        horizontal_flip: random left-right flip; off by default because chest anatomy
-            is not mirror symmetric and L/R markers would be mirrored (module docstring).
-    """
-
-    rotation: float = 10.0
-    shift: float = 0.05
-    zoom: float = 0.1
-    brightness: float = 0.1
-    contrast: float = 0.1
-    horizontal_flip: bool = False
-
-
-def _augmentation(augment) -> Augmentation | None:
-    if augment is None or augment is False:
-        return None
-    if augment is True:
-        return Augmentation()
-    if isinstance(augment, Augmentation):
-        return augment
-    if isinstance(augment, dict):
-        return Augmentation(**augment)
-    raise TypeError(f"augment must be bool, dict or Augmentation, got {type(augment).__name__}")
-
-
-def _affine_transform(angle, scale, tx, ty, h: int, w: int) -> tf.Tensor:
-    """Projective-transform vector (output -> input pixel) of rotate/zoom/shift about the centre.
-
-    Forward map: out = scale * R(angle) (in - c) + c + t, so in = R(-angle) (out - c - t) / scale + c.
-    """
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1, b0, b1 = cos, sin, -sin, cos
-    ox, oy = cx + tx, cy + ty
-    a2 = cx - (a0 * ox + a1 * oy)
-    b2 = cy - (b0 * ox + b1 * oy)
-    zero = tf.zeros_like(a0)
-    return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero])  # [8]
-
-
-def augment_image(x: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
-    """Apply :class:`Augmentation` to one float ``[H, W, C]`` 0..255 image.
-
-    Args:
-        x: image with static height and width.
-        seed: int ``[2]`` stateless seed for this element.
-        aug: the augmentation ranges.
-    """
-    h, w = int(x.shape[0]), int(x.shape[1])
-    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
-    u = lambda i, lo, hi, shape=(): tf.random.stateless_uniform(shape, s[i], lo, hi)  # noqa: E731
-    angle = u(0, -aug.rotation, aug.rotation) * (math.pi / 180.0)
-    scale = u(1, 1.0 - aug.zoom, 1.0 + aug.zoom)
-    shift = u(2, -aug.shift, aug.shift, (2,)) * tf.constant([w, h], tf.float32)
-    t = _affine_transform(angle, scale, shift[0], shift[1], h, w)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x[None], transforms=t[None], output_shape=tf.constant([h, w]),
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
-    )[0]  # [H, W, C], black outside the source like the pad borders
-    if aug.brightness:
-        x = x + u(3, -aug.brightness, aug.brightness) * 255.0
-    if aug.contrast:
-        x = tf.image.stateless_random_contrast(x, 1.0 - aug.contrast, 1.0 + aug.contrast, s[4])
-    if aug.horizontal_flip:
-        x = tf.image.stateless_random_flip_left_right(x, s[5])
-    return tf.clip_by_value(x, 0.0, 255.0)
-
-
 # ----------------------------------------------------------------------------- datasets
 def _file_list(df: pd.DataFrame, root) -> list[str]:
     """Absolute image paths of a manifest."""
@@ -357,7 +276,7 @@ def make_dataset(
         raise ValueError(f"{_manifest_name(df)}: no rows to build a dataset from")
     targets = encode_targets(df, classes, multi_label=multi_label)  # [N, K]; raises first
     preprocess = preprocess_for(backbone) if backbone else None
-    aug = _augmentation(augment)
+    aug = as_augmentation(augment)
     paths = _file_list(df, root)
     unique, rows = _rows(paths)  # [U] files, [N] element -> file row
     infos = cxr_cache.probe_images(unique)  # decoder route, bit depth, colour: headers only

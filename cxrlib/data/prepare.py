@@ -7,7 +7,8 @@ this order, each recorded:
 1. **adapters**: every collection entry is found under the data root by its published
    folder names (:mod:`cxrlib.data.adapters.collections`, or an explicit folder) and read
    by its adapter; paths become relative to the data root; adapter skips, classes not
-   taken from that collection and optional collections that are absent are set aside.
+   taken from that collection and optional collections that are absent are set aside
+   (:mod:`cxrlib.data.entries`, which also reads the ``external:`` entries of a run).
 2. **selection**: target rows without a label for the task, paths listed twice and rows
    above ``max_per_class`` are set aside; the target is validated (schema, labels, files;
    errors name the CSV line and column) before any long work; earlier ``split``/``fold``
@@ -35,64 +36,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import pandas as pd
 
 from cxrlib.data import manifest as mf
 from cxrlib.data import selection
 from cxrlib.data.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_CORRELATION
-from cxrlib.data.taxonomy import NO_FINDING, is_multilabel, task_classes
+from cxrlib.data.entries import (  # noqa: F401  (reading one entry lives there; names kept importable here)
+    ASIDE_COLUMNS, ENTRY_KEYS, Entry, aside_rows, locate_entries, prefix_manifest, read_entries, read_entry,
+)
+from cxrlib.data.taxonomy import is_multilabel, task_classes
 
-ASIDE_COLUMNS = ("part", "source", "source_row", "file", "findings", "label", "reason", "duplicate_of")
 PAIR_COLUMNS = ("path_a", "path_b", "source_a", "source_b", "kind", "distance")
-ENTRY_KEYS = ("collection", "adapter", "path", "root", "task", "options", "optional", "classes", "labels")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One collection read into a part: ``{collection: nih, task: paper_a, classes: [...], ...}``.
-
-    ``collection`` is a key of the folder-name table (``adapter`` defaults to it); ``path``
-    (old name ``root``) is an explicit folder, absolute or relative to the data root;
-    ``labels`` (or its older name ``classes``) limits the labels taken from it (empty = all):
-    the other rows are set aside with the reason ``class X not taken from this source in NAME``,
-    e.g. ``{collection: covid-chestxray, labels: [covid19]}`` keeps the Cohen non-COVID rows out
-    of training so that ``external:`` can evaluate them. For a multi-label task (``nih14``) a
-    row is kept when any of its ``|``-separated findings is listed.
-    """
-
-    collection: str
-    adapter: str
-    task: str | None = None
-    path: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    optional: bool = False
-    classes: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, item: Mapping[str, Any], where: str = "data") -> "Entry":
-        """An entry from a YAML mapping; unknown keys are an error naming them."""
-        from cxrlib.data.adapters import ADAPTERS
-        from cxrlib.data.adapters.collections import COLLECTIONS
-
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{where}: each adapters entry must be a mapping, got {item!r}")
-        unknown = sorted(set(item) - set(ENTRY_KEYS))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown} in {dict(item)}; allowed: {', '.join(ENTRY_KEYS)}")
-        key = item.get("collection") or item.get("adapter")
-        if not key:
-            raise ValueError(f"{where}: entry {dict(item)} names neither collection nor adapter")
-        adapter = item.get("adapter") or (COLLECTIONS[key].adapter if key in COLLECTIONS else key)
-        if adapter not in ADAPTERS:
-            raise ValueError(f"{where}: unknown adapter {adapter!r}; known: {', '.join(ADAPTERS)}")
-        if item.get("classes") and item.get("labels"):
-            raise ValueError(f"{where}: entry {dict(item)} gives both classes and labels (labels replaces classes)")
-        classes = item.get("labels") or item.get("classes") or ()
-        return cls(str(key), str(adapter), item.get("task"), item.get("path") or item.get("root"),
-                   dict(item.get("options") or {}), bool(item.get("optional", False)),
-                   tuple([classes] if isinstance(classes, str) else classes))
 
 
 @dataclass
@@ -130,105 +85,11 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def _aside(df: pd.DataFrame, part: str, reason, **cols) -> pd.DataFrame:
-    """Manifest rows as set-aside records (``file`` = path)."""
-    out = pd.DataFrame({"part": part, "source": df.get("source", ""), "source_row": "",
-                        "file": df.get("path", ""), "findings": df.get("findings", ""),
-                        "label": df.get("label", ""), "reason": reason, "duplicate_of": ""}, index=df.index)
-    for k, v in cols.items():
-        out[k] = v
-    return out
-
-
-def _prefix(values: pd.Series, prefix: str) -> pd.Series:
-    values = values.astype(str)
-    return values.where(values == "", prefix + "/" + values) if prefix not in ("", ".") else values
-
-
-def prefix_manifest(man: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """A copy of ``man`` whose ``path`` (and ``mask_path``) are under the folder ``prefix``: an
-    adapter's paths, relative to its collection folder, made relative to the data root (empty stays empty)."""
-    man = man.copy()
-    for col in ("path", "mask_path"):
-        if col in man.columns:
-            man[col] = _prefix(man[col], prefix)
-    return man
-
-
-def _label_listed(man: pd.DataFrame, listed, multilabel: bool) -> pd.Series:
-    """Bool per row: its ``label`` (multi-label: any ``|``-separated ``findings``) is in ``listed``."""
-    listed = set(listed)
-    if not multilabel:
-        return man["label"].isin(listed)
-    return man["findings"].astype(str).map(lambda v: bool(listed & set(v.split("|"))))
-
-
 def effective_root(root: Path, folders: list[Path]) -> Path:
     """The data root, or the common ancestor when an explicit folder lies outside it."""
     root = Path(os.path.abspath(root))
     outside = [f for f in folders if not Path(os.path.abspath(f)).is_relative_to(root)]
     return Path(os.path.commonpath([root, *map(os.path.abspath, outside)])) if outside else root
-
-
-def read_entries(entries: list[Entry], part: str, task: str, root: Path, datasets: Mapping[str, str],
-                 name: str = "this experiment") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], list[str]]:
-    """Run the adapters of one part: (manifest, set-aside rows, folders found, notes).
-
-    Raises:
-        FileNotFoundError: a required collection is missing (every folder name tried listed).
-    """
-    from cxrlib.data.adapters import build_manifest
-    from cxrlib.data.adapters.collections import find_collection, tried_names
-
-    if not entries:
-        raise ValueError(f"data.{part}.adapters is empty")
-    found: dict[str, Path] = {}
-    missing, notes = [], []
-    for e in entries:
-        allowed = task_classes(e.task or task) + ((NO_FINDING,) if is_multilabel(e.task or task) else ())
-        typo = sorted(set(e.classes) - set(allowed))
-        if typo:
-            raise ValueError(f"data.{part}: collection {e.collection!r}: classes {typo} are not classes of "
-                             f"{e.task or task} ({', '.join(allowed)})")
-    for e in entries:
-        try:
-            folder = find_collection(root, e.collection, datasets.get(e.collection) or e.path,
-                                     required=not e.optional)
-        except FileNotFoundError as exc:
-            missing.append(str(exc))
-            continue
-        if folder is None:
-            notes.append(f"{part}: optional collection {e.collection!r} not found (tried "
-                         f"{', '.join(tried_names(e.collection))}); not used")
-        found[e.collection] = folder
-    if missing:
-        raise FileNotFoundError(f"data.{part}: " + "\n".join(missing))
-    frames, asides = [], []
-    for e in entries:
-        folder = found[e.collection]
-        if folder is None:
-            asides.append(pd.DataFrame([dict(part=part, source=e.collection, source_row="", file="", findings="",
-                                             label="", reason="optional collection not found", duplicate_of="")]))
-            continue
-        res = build_manifest(e.adapter, folder, task=e.task or task, **dict(e.options))
-        prefix = Path(os.path.relpath(folder, root)).as_posix()
-        man = prefix_manifest(res.manifest, prefix)
-        skip = res.skipped.copy()
-        skip["file"] = _prefix(skip["file"], prefix)
-        asides.append(skip.assign(part=part, source=e.collection, label="", duplicate_of=""))
-        if e.classes:
-            multi = is_multilabel(e.task or task)
-            other = ~_label_listed(man, e.classes, multi)
-            asides.append(_aside(man[other], part, "class " + man.loc[other, "findings" if multi else "label"].astype(str)
-                                 + f" not taken from this source in {name}"))
-            man = man[~other]
-        frames.append(man)
-        notes += [f"{e.collection}: {n}" for n in res.notes]
-    if not frames:
-        raise FileNotFoundError(f"data.{part}: none of the collections was found under {root}")
-    df = pd.concat(frames, ignore_index=True).fillna("").astype(str)
-    aside = pd.concat(asides, ignore_index=True).fillna("").astype(str) if asides else _aside(df.head(0), part, "")
-    return df, aside, found, notes
 
 
 def hash_rows(df: pd.DataFrame, root: Path, cache: dict | None = None, progress: bool = False) -> pd.DataFrame:
@@ -283,7 +144,7 @@ def _dedup(target, source, root, plan, cache, progress):
     tpairs = _pairs_within(pairs, tpaths)
     groups = patient_groups(target, tpairs)  # patients sharing an image are one group
     kept, removed = drop_duplicates(target.assign(patient_group=groups.to_numpy()), tpairs, prefer=plan.prefer)
-    asides = [_aside(removed, "target", "duplicate of another target image", duplicate_of=removed["duplicate_of"])]
+    asides = [aside_rows(removed, "target", "duplicate of another target image", duplicate_of=removed["duplicate_of"])]
     if source is not None:
         source = both[1]
         spaths = set(source["path"])
@@ -291,7 +152,7 @@ def _dedup(target, source, root, plan, cache, progress):
                       | (pairs["path_b"].isin(tpaths) & pairs["path_a"].isin(spaths))]
         of_target = dict(zip(cross["path_b"], cross["path_a"])) | dict(zip(cross["path_a"], cross["path_b"]))
         hit = source["path"].isin(of_target) & ~source["path"].isin(tpaths)
-        asides.append(_aside(source[hit], "source", "source image duplicates a target image",
+        asides.append(aside_rows(source[hit], "source", "source image duplicates a target image",
                              duplicate_of=source.loc[hit, "path"].map(of_target)))
         source = source[~hit].reset_index(drop=True)
         # copies inside the source stay (pretraining data; the source stage splits it by patient),
@@ -306,16 +167,16 @@ def _select_target(target: pd.DataFrame, plan: Plan, root: Path, notes: list[str
     asides = []
     if not is_multilabel(plan.task):
         target, unlabeled = selection.without_label(target)
-        asides.append(_aside(unlabeled, "target", f"no {plan.task} label"))
+        asides.append(aside_rows(unlabeled, "target", f"no {plan.task} label"))
     again = target["path"].duplicated()
-    asides.append(_aside(target[again], "target", "path listed twice (first kept)"))
+    asides.append(aside_rows(target[again], "target", "path listed twice (first kept)"))
     target = target[~again].reset_index(drop=True)
     single = not is_multilabel(plan.task)
     mf.check_manifest(target, root=root, classes=task_classes(plan.task) if single else None,
                       require_label=single, name=f"{plan.name} target")
     if plan.max_per_class and single:
         target, over = selection.cap_per_class(target, int(plan.max_per_class), int(plan.cap_seed))
-        asides.append(_aside(over, "target", f"above max_per_class={plan.max_per_class}"))
+        asides.append(aside_rows(over, "target", f"above max_per_class={plan.max_per_class}"))
     old = [c for c in ("split", "fold") if c in target.columns and (target[c] != "").any()]
     if old:
         notes.append(f"published {'/'.join(old)} columns replaced by this experiment's patient-grouped split")
@@ -393,7 +254,7 @@ def prepare(plan: Plan, root: str | os.PathLike, target: pd.DataFrame | None = N
     asides += selected
     if source is not None:
         same = source["path"].isin(set(target["path"])) | source["path"].duplicated()
-        asides.append(_aside(source[same], "source", "same image file is a target image or listed twice"))
+        asides.append(aside_rows(source[same], "source", "same image file is a target image or listed twice"))
         source = source[~same].reset_index(drop=True)
     pairs = pd.DataFrame(columns=list(PAIR_COLUMNS))
     if plan.dedup:

@@ -16,10 +16,13 @@ the run's training data (its source and target manifests, all folds):
 
 Every removed row is returned with its reason (nothing is dropped silently).
 
-``load_collection`` reads one ``external:`` entry (``{name, adapter, root, task, options,
-labels, optional}``) through :data:`cxrlib.data.adapters.ADAPTERS`; ``labels`` keeps only the
-listed classes (e.g. a Cohen non-COVID hold-out). When the data-preparation path moves
-(``cxrlib/data/prepare.py``), only this function needs to point at it.
+``load_collection`` reads one ``external:`` entry (``{name, collection, path, task, options,
+labels, optional}``, or the older ``{name, adapter, root, ...}``) through the data path's entry
+reader (:mod:`cxrlib.data.entries`: folder lookup by published names, adapter, ``labels``
+filter, paths under the data root), the same code that reads ``data:`` entries; its set-aside
+rows (adapter skips, labels not listed, an absent optional folder) become rows of the removed
+table (:func:`removed_rows`). ``labels`` keeps only the listed classes (e.g. a Cohen non-COVID
+hold-out). This module's own removals are the training overlap above.
 """
 
 from __future__ import annotations
@@ -33,60 +36,55 @@ import pandas as pd
 REMOVED_COLUMNS = ["collection", "path", "source", "patient_id", "label", "reason"]
 
 
+def removed_rows(aside: pd.DataFrame, collection: str) -> pd.DataFrame:
+    """Set-aside rows of :func:`cxrlib.data.entries.read_entry` as rows of the removed table.
+
+    ``path`` is the set-aside file under the data root (adapter skips: the image or metadata
+    file; an absent optional folder: empty), ``source_row`` the metadata line when the adapter
+    gives one; ``patient_id`` is empty (the data path does not carry it for set-aside rows).
+    """
+    return pd.DataFrame({"collection": collection, "path": aside["file"], "source": aside["source"],
+                         "patient_id": "", "label": aside["label"], "reason": aside["reason"],
+                         "source_row": aside["source_row"], "findings": aside["findings"]},
+                        index=aside.index, columns=REMOVED_COLUMNS + ["source_row", "findings"]).reset_index(drop=True)
+
+
 def load_collection(entry: Mapping[str, Any], data_root: str | os.PathLike, task: str,
-                    datasets: Mapping[str, str] | None = None) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+                    datasets: Mapping[str, str] | Sequence[str] | None = None
+                    ) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """Manifest of one external collection, paths relative to ``data_root``.
 
     Args:
         entry: ``{collection, path, name, task (default: the experiment's), options, labels,
             optional}``: ``collection`` is found under ``data_root`` by any of its published
             folder names (:mod:`cxrlib.data.adapters.collections`, as in ``data:``), ``path``
-            (or ``datasets[collection]``, from ``cxr run --dataset``) overrides the folder. The
-            older form ``{adapter, root}`` names the adapter and the folder explicitly.
-        data_root: the ``--data`` folder.
+            overrides the folder and ``datasets[collection]`` (``cxr run --dataset``) overrides
+            both, as for ``data:`` entries. The older form ``{adapter, root}`` names the adapter
+            and the folder explicitly.
+        data_root: the ``--data`` folder (or the data stage's root, when a collection lies outside).
         task: the experiment's task.
-        datasets: ``data.datasets`` of the experiment (collection -> folder).
+        datasets: ``data.datasets`` of the experiment (collection -> folder, or ``KEY=PATH`` items).
 
     Returns:
-        (manifest or None when an optional folder is missing, skipped rows with reasons).
+        (manifest or None when an optional folder is missing, set-aside rows as removed rows
+        with reasons, :func:`removed_rows`).
 
     Raises:
         FileNotFoundError: a non-optional folder is missing (every folder name tried is listed).
-        ValueError: unknown adapter (naming the entry).
+        ValueError: unknown adapter or key, or a ``labels`` entry that is not a class of the task
+            (naming the entry).
     """
-    from cxrlib.data.adapters import ADAPTERS
-    from cxrlib.data.adapters.collections import find_collection, tried_names
-    from cxrlib.data.prepare import prefix_manifest
+    from cxrlib.data.adapters.collections import parse_datasets
+    from cxrlib.data.entries import Entry, locate_entries, looked_in, read_entry
 
-    adapter = entry.get("adapter") or entry.get("collection")
-    name = entry.get("name") or adapter or entry.get("root")
-    if adapter not in ADAPTERS:
-        raise ValueError(f"external.{name}: unknown adapter/collection {adapter!r}; known: {', '.join(ADAPTERS)}")
-    if entry.get("root"):
-        folder = Path(data_root) / entry["root"]
-        folder = folder if folder.is_dir() else None
-        tried = str(Path(data_root) / entry["root"])
-    else:
-        explicit = entry.get("path") or (datasets or {}).get(adapter)
-        folder = find_collection(data_root, adapter, path=explicit, required=False)
-        tried = (f"{explicit}" if explicit else
-                 f"{data_root}/{{{', '.join(tried_names(adapter))}}}")
-    if folder is None:
-        if entry.get("optional"):
-            return None, pd.DataFrame([{"collection": name, "path": tried, "source": "", "patient_id": "",
-                                        "label": "", "reason": "optional collection folder not found"}])
-        raise FileNotFoundError(f"external.{name}: collection folder not found (tried {tried}); "
-                                f"download it under --data {data_root} or give --dataset {adapter}=PATH")
-    rel = Path(os.path.relpath(folder, data_root)).as_posix()
-    res = ADAPTERS[adapter](folder, task=entry.get("task", task), **(entry.get("options") or {}))
-    df = prefix_manifest(res.manifest, rel).fillna("")
-    skipped = [res.skipped.assign(collection=name)] if len(res.skipped) else []
-    keep = entry.get("labels")
-    if keep:
-        out = ~df["label"].isin(list(keep))
-        skipped.append(df[out].assign(collection=name, reason=f"label not in external.{name}.labels {list(keep)}"))
-        df = df[~out].reset_index(drop=True)
-    return df, (pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=REMOVED_COLUMNS))
+    name = entry.get("name") or entry.get("collection") or entry.get("adapter") or entry.get("root")
+    where = f"external.{name}"
+    e = Entry.from_mapping({k: v for k, v in entry.items() if k != "name"}, where=where)
+    root = Path(data_root)
+    datasets = parse_datasets(datasets)
+    found, _ = locate_entries([e], "external", task, root, datasets, where=where)
+    df, aside, _ = read_entry(e, found[e.collection], "external", task, root, where, looked_in(e, datasets))
+    return (df.fillna("").reset_index(drop=True) if df is not None else None), removed_rows(aside, name)
 
 
 def _patient_key(df: pd.DataFrame) -> pd.Series:
