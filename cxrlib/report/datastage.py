@@ -77,13 +77,23 @@ def plan_from_config(cfg: Mapping[str, Any], with_source: bool | None = None):
     dcfg = data.get("dedup", True)
     dcfg = dcfg if isinstance(dcfg, Mapping) else {}
     extra = {k: dcfg[k] for k in ("max_distance", "min_correlation") if k in dcfg}
+    # --dataset KEY=PATH: the data entries' folders go to the preparation; a key only the
+    # ``external:`` block names is the external loader's (07_external), not an unknown key
+    datasets = parse_datasets(data.get("datasets"))
+    named = {e.collection for es in entries.values() for e in es}
+    external = {str(c.get("collection") or c.get("adapter") or "")
+                for c in ((cfg.get("external") or {}).get("collections") or []) if isinstance(c, Mapping)}
+    unknown = sorted(set(datasets) - named - external)
+    if unknown:
+        raise ValueError(f"--dataset {', '.join(unknown)}: no data or external entry of {cfg['name']} names this "
+                         f"collection; entries name {', '.join(sorted(named | external - {''}))}")
     return Plan(task=cfg["task"], target=entries.get("target", []), source=entries.get("source", []),
                 folds=int(s.get("k", 5)) if kfold else 0,
                 test_size=0.0 if kfold else float(s.get("test_size", 0.2)),
                 val_size=0.0 if kfold else float(s.get("val_size", 0.2)), seed=int(s.get("seed", 0)),
                 max_per_class=tblock.get("max_per_class"), cap_seed=int(tblock.get("seed", 0)),
                 dedup=bool(data.get("dedup", True)), prefer=tuple(dcfg.get("prefer", ())),
-                datasets=parse_datasets(data.get("datasets")), name=str(cfg["name"]), **extra)
+                datasets={k: v for k, v in datasets.items() if k in named}, name=str(cfg["name"]), **extra)
 
 
 def prepare_data(cfg: Mapping[str, Any], run_dir: str | os.PathLike, stage_dir: str | os.PathLike,

@@ -80,6 +80,14 @@ def test_run_dataset_option_reaches_the_plan(tmp_path: Path):
     assert [e.collection for e in plan.target] == ["nih", "covid-chestxray"]  # figure1 is external
     with pytest.raises(ValueError, match="COLLECTION=PATH"):
         _dataset_sets(["nih"])
+    # a collection only the external block reads: for 07_external, not refused by the data stage
+    ext = load_experiment(EXPERIMENTS_DIR / "paper_a_real.yaml", smoke=True,
+                          overrides=_dataset_sets([f"nih={tmp_path}", f"figure1={tmp_path}/f1"]))
+    assert plan_from_config(ext).datasets == {"nih": str(tmp_path)}
+    typo = load_experiment(EXPERIMENTS_DIR / "paper_a_real.yaml", smoke=True,
+                           overrides=_dataset_sets([f"figure_1={tmp_path}/f1"]))
+    with pytest.raises(ValueError, match="figure_1: no data or external entry"):
+        plan_from_config(typo)
 
 
 def test_adapter_entry_labels_are_checked():
