@@ -18,8 +18,10 @@ logit, not the saturated probability). The score callable (:class:`_ClassScore`)
 explained neuron (argmax of the logits = argmax of the probabilities, or the given class) and
 keeps the logits of that same forward pass, so no second forward pass (``model.predict``) is
 needed for the class choice and the probability (that pass was the wrapper's 1.5x overhead).
-CAMs are computed at the target layer's resolution, zoomed (bilinear, by tf-keras-vis) to the
-input size and min-max normalised per image by tf-keras-vis.
+CAMs are computed by tf-keras-vis at the target layer's resolution, then upsampled to the input
+size here (:func:`upsample_cam`: bilinear with half-pixel centres, so each cell stays over the
+pixels it summarises; tf-keras-vis' corner-aligned zoom stretches maps outwards by half a cell)
+and min-max normalised per image.
 
 Resolution: the CAM cannot be finer than its layer. The compact DenseNet downsamples 32x, so at
 64 px its last conv layer is 2x2 and every CAM is one of a few blurred quadrant patterns.
@@ -109,6 +111,26 @@ def target_layer(model, layer: str | None = "auto", min_cam_size: int | None = N
     return last_conv_layer_name(model)
 
 
+def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """CAMs [N, h, w] -> [N, H, W], bilinear with half-pixel centres, min-max scaled per map.
+
+    Cell ``i`` of an ``h``-cell map covers input pixels ``[i * H / h, (i + 1) * H / h)``, so its
+    value belongs at the centre of that footprint. tf-keras-vis' own expansion
+    (``scipy.ndimage.zoom``, corner-aligned) puts the first and last cells on the image's edge
+    pixels instead: at 48 px from a 6x6 layer that stretches every map outwards by up to 4 px
+    (half a cell), pushing peaks out of lesions and onto the image border. ``tf.image.resize``
+    (half-pixel centres, as OpenCV's resize used by pytorch-grad-cam) keeps each cell over its
+    footprint. Maps with no positive value stay all-zero (never NaN).
+    """
+    import tensorflow as tf
+
+    cam = np.maximum(np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    up = tf.image.resize(cam[..., None], tuple(int(v) for v in size), method="bilinear").numpy()[..., 0]
+    lo = up.min(axis=(1, 2), keepdims=True)
+    span = up.max(axis=(1, 2), keepdims=True) - lo  # [N, 1, 1]
+    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+
 class _ClassScore:
     """tf-keras-vis score: the logit of the chosen (or arg-max) class; keeps the logits [b, K]."""
 
@@ -159,6 +181,7 @@ class CamExplainer(Explainer):
         self.model = model
         self.method = method
         self.layer = target_layer(model, layer, min_cam_size)
+        self._hw = _spatial(model.get_layer(self.layer))  # (h, w) of the CAM before upsampling
         self.batch_size = int(batch_size)
         last = model.layers[-1]
         act = getattr(last, "activation", None)
@@ -189,8 +212,9 @@ class CamExplainer(Explainer):
             sl = slice(start, start + self.batch_size)
             score = _ClassScore(None if cls is None else cls[sl])
             cam = self._vis(score, images[sl], penultimate_layer=self.layer, seek_penultimate_conv_layer=False,
-                            expand_cam=True, normalize_cam=True)  # [b, H, W]
-            maps.append(np.asarray(cam, dtype=np.float32).reshape(-1, *images.shape[1:3]))
+                            expand_cam=False, normalize_cam=False)  # [b, h, w] at the layer's resolution
+            maps.append(upsample_cam(np.asarray(cam, dtype=np.float32).reshape(len(images[sl]), *self._hw),
+                                     images.shape[1:3]))  # [b, H, W] in [0, 1]
             logits.append(np.asarray(score.logits, dtype=np.float32))  # [b, K]
         logits = np.concatenate(logits)
         probs = np.asarray(self._activation(tf.constant(logits)), dtype=np.float32)  # [N, K]

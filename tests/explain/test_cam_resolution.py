@@ -1,0 +1,63 @@
+"""The mechanism that makes the demo's Grad-CAM land: cell geometry and the CAM layer's resolution.
+
+Issue 11 item 2. A CAM cell must end up over the input pixels it summarises (half-pixel
+upsampling, :func:`cxrlib.explain.gradcam.upsample_cam`), and the demo configs must give
+Grad-CAM a map taken from the model's *last* feature map (the one the head reads) with at least
+6x6 cells at the demo image size (``stage.compact_blocks``, ``heatmaps.min_cam_size``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import yaml
+
+from cxrlib.explain.gradcam import target_layer, upsample_cam
+
+
+@pytest.mark.parametrize("cell", [(0, 0), (1, 4), (4, 2), (5, 5)])
+def test_upsampled_cell_centred_on_its_footprint(cell):
+    cam = np.zeros((1, 6, 6), np.float32)
+    cam[0][cell] = 1.0  # one hot cell of a 6x6 map -> 48 px: footprint rows/cols [8i, 8i + 8)
+    up = upsample_cam(cam, (48, 48))[0]  # [48, 48]
+    assert up.shape == (48, 48) and up.max() == pytest.approx(1.0)
+    peak = np.argwhere(up == up.max())  # every pixel at the maximum
+    lo = np.array(cell) * 8
+    assert ((peak >= lo) & (peak < lo + 8)).all(), (cell, peak.min(0), peak.max(0))
+    if 0 < cell[0] < 5 and 0 < cell[1] < 5:  # interior cell: mass centred on the footprint's centre
+        rr, cc = np.indices(up.shape)
+        centroid = np.array([(rr * up).sum(), (cc * up).sum()]) / up.sum()
+        assert np.allclose(centroid, lo + 3.5, atol=0.25), centroid  # corner-aligned zoom: 9.4 * i
+
+
+def test_upsample_keeps_empty_maps_zero_and_scales_to_unit_range():
+    cam = np.zeros((2, 3, 3), np.float32)
+    cam[1] = np.arange(9).reshape(3, 3) - 4.0  # negative cells are no evidence (ReLU)
+    up = upsample_cam(cam, (12, 12))
+    assert np.isfinite(up).all() and (up[0] == 0).all()
+    assert up[1].min() == 0.0 and up[1].max() == pytest.approx(1.0)
+
+
+def _demo_stage(name: str) -> tuple[dict, dict]:
+    path = resources.files("cxrlib") / "notebooks" / "experiments" / f"{name}.yaml"
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return cfg["stage"], cfg["heatmaps"]
+
+
+@pytest.mark.parametrize("name", ["paper_a", "paper_b"])
+def test_demo_cam_is_the_last_feature_map_at_least_6x6(name):
+    """The demo's CAM comes from the layer the head reads, with enough cells to land on a lesion."""
+    from cxrlib.models import build_model, last_conv_layer_name
+
+    stage, heat = _demo_stage(name)
+    size = int(stage["image_size"])
+    kw = {"compact_blocks": tuple(stage["compact_blocks"])} if stage.get("compact_blocks") else {}
+    model = build_model(stage["backbone"], (size, size, 3), 3, "softmax", **kw)
+    layer = target_layer(model, "auto", heat.get("min_cam_size"))
+    side = model.get_layer(layer).output.shape[1]
+    assert layer == last_conv_layer_name(model), (layer, last_conv_layer_name(model))
+    assert side >= 6, f"{name}: Grad-CAM layer {layer} is {side}x{side} at {size} px"
+    methods = [m.lower() for m in heat["methods"]]
+    assert "gradcam" in methods and any(m.startswith("lrp") for m in methods), methods
