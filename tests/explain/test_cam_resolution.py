@@ -61,3 +61,16 @@ def test_demo_cam_is_the_last_feature_map_at_least_6x6(name):
     assert side >= 6, f"{name}: Grad-CAM layer {layer} is {side}x{side} at {size} px"
     methods = [m.lower() for m in heat["methods"]]
     assert "gradcam" in methods and any(m.startswith("lrp") for m in methods), methods
+
+
+def test_compact_blocks_stage_option_is_validated(tmp_path):
+    from cxrlib.experiment import resolve_config
+
+    base = {"manifest": str(tmp_path / "m.csv"), "task": "paper_b"}
+    assert resolve_config(base, compact_blocks=[6])["compact_blocks"] == [6]
+    assert resolve_config(base)["compact_blocks"] is None
+    for bad in ([], [0], ["2"], 3):
+        with pytest.raises(ValueError, match="compact_blocks"):
+            resolve_config(base, compact_blocks=bad)
+    with pytest.raises(ValueError, match="compact_densenet"):
+        resolve_config(base, compact_blocks=[2], backbone="plain_cnn")
