@@ -37,6 +37,19 @@ the lesions (filling them with their surroundings: true-class probability 0.79 -
 the 16x16 ``pool3_conv`` (``min_cam_size=16``) scores 0.194 (2.2x chance), pointing game 0.40,
 AUC 0.69; the 4x4 last layer 0.113 (1.3x), 32x32 0.095 (1.1x); Grad-CAM++ at 16x16 0.132.
 
+The quick demo (48 px, issue 11 item 2), measured on the paper-B demo's
+data and ``twice`` training (10 source + 4 target epochs), all 53 fold-0 test images with a
+lesion, predicted class explained, mass inside / chance and pointing game (2 shared cores,
+load 6-15). Default blocks (2, 2, 2, 2), conspicuity 2.5: the 6x6 ``pool3_conv`` CAM 1.03x /
+0.08 (LRP-epsilon 1.27x / 0.13). At conspicuity 4: 1.15x / 0.02 with tf-keras-vis' corner-aligned
+zoom, 1.24x / 0.08 with :func:`upsample_cam`. Ending the backbone earlier, so that the CAM layer
+is the last feature map (``stage.compact_blocks``; conspicuity 4, half-pixel upsampling):
+``[2, 2]`` (6x6) 1.45x / 0.36, ``[2, 4]`` (6x6) 1.61x / 0.45, ``[4]`` (12x12) 2.17x / 0.34,
+``[6]`` (12x12) 1.93x / 0.55 (LRP alpha_1_beta_0 on the same models: 2.08x / 0.62, 2.36x / 0.68,
+2.25x / 0.83, 2.11x / 0.85). Conspicuity 6 with ``[6]``: 1.79x / 0.53. Test accuracy (0.68-0.87
+over these settings) does not track the ranking: the gain comes from where the map is read.
+Command: ``benchmarks/heatmap_localisation.py`` does the same on a scratch model.
+
 Models must be *flat* (backbone layers in the same functional graph as the head, see
 ``cxrlib.models.build_model``); a nested backbone model makes the penultimate layer unreachable
 and the error below says so.
