@@ -48,7 +48,11 @@ is the last feature map (``stage.compact_blocks``; conspicuity 4, half-pixel ups
 ``[6]`` (12x12) 1.93x / 0.55 (LRP alpha_1_beta_0 on the same models: 2.08x / 0.62, 2.36x / 0.68,
 2.25x / 0.83, 2.11x / 0.85). Conspicuity 6 with ``[6]``: 1.79x / 0.53. Test accuracy (0.68-0.87
 over these settings) does not track the ranking: the gain comes from where the map is read.
-Command: ``benchmarks/heatmap_localisation.py`` does the same on a scratch model.
+Command: ``benchmarks/heatmap_localisation.py`` does the same on a scratch model. In the full
+demo runs (``cxr run paper_b --force`` / ``paper_a``, ``[2, 2]``, 16 images) Grad-CAM stays below
+the issue's target (paper B twice_onk 1.65x / 0.31, paper A domain_extension 1.34x / 0.06: its
+6x6 cells see both lungs and peak between bilateral lesions) while LRP alpha_1_beta_0 lands
+(2.56x / 0.88 and 2.65x / 0.50).
 
 Models must be *flat* (backbone layers in the same functional graph as the head, see
 ``cxrlib.models.build_model``); a nested backbone model makes the penultimate layer unreachable
