@@ -283,6 +283,7 @@ def init_model(
     keep_neurons: Mapping[str, str] | Sequence[Sequence[str]] | None = None,
     dropout: float = 0.0,
     allow_scratch_fallback: bool = False,
+    compact_blocks: Sequence[int] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Initial model of a target (or source) stage under ``strategy``.
 
@@ -298,6 +299,7 @@ def init_model(
         dropout: dropout before the head (fresh models only).
         allow_scratch_fallback: for ``imagenet``: when the weights are unavailable, start
             from scratch instead of raising (recorded in the returned info).
+        compact_blocks: dense blocks of a fresh ``compact_densenet`` (None: the default).
 
     Returns:
         (model, info) where info records how the model was initialised (``init``,
@@ -325,10 +327,11 @@ def init_model(
         raise ValueError(f"keep_neurons only applies to a source -> target step "
                          f"({', '.join(SOURCE_STRATEGIES)}), not to {strategy!r}")
     weights = None
+    arch = {"compact_blocks": tuple(compact_blocks)} if compact_blocks and backbone == "compact_densenet" else {}
     if strategy == "imagenet":
         try:
             model = models.build_model(backbone, input_shape, len(classes), activation,
-                                       weights="imagenet", dropout=dropout)
+                                       weights="imagenet", dropout=dropout, **arch)
             info.update(init="imagenet", imagenet_weights="loaded")
             return model, info
         except models.ImageNetWeightsUnavailable as exc:
@@ -336,7 +339,7 @@ def init_model(
                 raise
             info.update(imagenet_weights=f"unavailable, started from scratch: {exc}")
     model = models.build_model(backbone, input_shape, len(classes), activation, weights=weights,
-                               dropout=dropout)
+                               dropout=dropout, **arch)
     info.setdefault("init", "scratch")
     if strategy == "imagenet" and "imagenet_weights" in info:
         info["init"] = "scratch (imagenet unavailable)"

@@ -13,7 +13,8 @@ patient-grouped out of the other folds, so the test fold is never used for model
 (``"class_weight"``: loss weighted by inverse class frequency when ``train.class_weight``;
 ``"oversample"``: balanced sampling, training rows of the smaller classes repeated (seeded,
 with replacement) up to the largest class, no class weights; ``"none"``), ``cache``,
-``resize_mode``, ``max_images`` (class-stratified subsample, for quick low-resolution runs),
+``resize_mode``, ``compact_blocks`` (dense blocks of the ``compact_densenet`` backbone, e.g.
+``[2, 2]``; None = ``cxrlib.models.COMPACT_DENSENET_BLOCKS``), ``max_images`` (class-stratified subsample, for quick low-resolution runs),
 ``exclude_patients_of`` (a manifest whose (source, patient_id) pairs are removed from this
 stage's data: keeps target test patients out of a source stage), ``dropout``, ``positive``,
 ``bootstrap`` (resamples for CIs, 0 = off), ``imagenet_fallback`` (strategy ``imagenet``
@@ -47,6 +48,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.2,
     "split_seed": 0,
     "backbone": "compact_densenet",
+    "compact_blocks": None,
     "image_size": 64,
     "channels": 3,
     "batch_size": 16,
@@ -92,6 +94,14 @@ def resolve_config(config: Mapping[str, Any] | None = None, **overrides) -> dict
     check_method(cfg["strategy"])
     if cfg["backbone"] not in models.BACKBONES:
         raise ValueError(f"unknown backbone {cfg['backbone']!r}; choose one of {models.BACKBONES}")
+    if cfg["compact_blocks"] is not None:
+        blocks = cfg["compact_blocks"]
+        if (not isinstance(blocks, (list, tuple)) or not blocks
+                or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in blocks)):
+            raise ValueError(f"compact_blocks must be a list of positive ints (units per dense block), got {blocks!r}")
+        if cfg["backbone"] != "compact_densenet":
+            raise ValueError(f"compact_blocks applies to backbone 'compact_densenet', not {cfg['backbone']!r}")
+        cfg["compact_blocks"] = [int(b) for b in blocks]
     if cfg["source_dir"]:
         cfg["source_dir"] = str(Path(cfg["source_dir"]).resolve())
     if cfg["exclude_patients_of"]:

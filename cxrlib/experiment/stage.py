@@ -140,7 +140,7 @@ def run_stage(config: Mapping[str, Any], stage_dir: str | os.PathLike, overwrite
             activation="sigmoid" if multi_label else "softmax",
             source_model=str(Path(cfg["source_dir"]) / "model.h5") if cfg["source_dir"] else None,
             source_classes=source_classes, keep_neurons=cfg["keep_neurons"], dropout=cfg["dropout"],
-            allow_scratch_fallback=bool(cfg["imagenet_fallback"]))
+            allow_scratch_fallback=bool(cfg["imagenet_fallback"]), compact_blocks=cfg["compact_blocks"])
         info.update(init)
         return model
 

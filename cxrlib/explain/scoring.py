@@ -27,7 +27,8 @@ API (stable):
   ``mass_inside``) per model, method, class and metric.
 - ``score_heatmap_set(heatmaps, masks, paths, classes=None)``: the same table for every
   ``(model, method)`` of ``cxrlib.explain.batch.explain_models``.
-- ``localisation_summary(scores)``: mean, chance and mean / chance per model, method, metric.
+- ``localisation_summary(scores)``: mean, std, 95 % interval half-width, chance and
+  mean / chance per model, method, metric.
 
 Heatmaps are taken as given: signed LRP relevance or [0, 1] Grad-CAM maps; only the positive
 part counts as evidence for the explained class in ``mass_inside``. An all-zero map has no
@@ -339,16 +340,20 @@ def score_heatmap_set(heatmaps, masks: np.ndarray, paths: Sequence[str], classes
 
 
 def localisation_summary(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per model, method and metric: mean, n, chance and mean / chance.
+    """One row per model, method and metric: mean, its spread, n, chance and mean / chance.
 
     ``chance`` is what a uniform map scores (the mask's mean area share for ``mass_inside`` and
     ``pointing_game``, 0.5 for ``auc``); ``x_chance`` = mean / chance, the figure the issue's
-    target "at least twice the chance mass" is read from. Undefined values (all-zero maps) are
-    counted in ``n_undefined``.
+    target "at least twice the chance mass" is read from. ``std`` is the spread over images and
+    ``ci95`` the half-width of the mean's normal 95 % interval (1.96 std / sqrt(defined n)): with
+    a dozen images a mean 2x chance can be luck, and ``ci95`` says how much. Undefined values
+    (all-zero maps) are counted in ``n_undefined``.
     """
     keys = ["model", "method", "metric"]
     g = scores.groupby(keys, sort=True)
-    out = g["value"].agg(mean="mean", n="size").reset_index()
+    out = g["value"].agg(mean="mean", std="std", n="size").reset_index()
+    defined = g["value"].count().to_numpy()  # non-NaN values per group
+    out["ci95"] = 1.96 * out["std"].to_numpy() / np.sqrt(np.maximum(defined, 1))
     out["n_undefined"] = g["value"].apply(lambda v: int(v.isna().sum())).to_numpy()
     out["chance"] = np.where(out["metric"] == "auc", 0.5, g["mask_fraction"].mean().to_numpy())
     out["x_chance"] = out["mean"] / out["chance"]

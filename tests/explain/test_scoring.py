@@ -107,3 +107,18 @@ def test_real_nih_boxes_land_where_the_csv_says(nih_root):
     assert table.attrs["n_without_box"] == 0
     assert (table["value"] == 1.0).all()
     assert set(table["class"]) <= set(boxes["finding"])
+
+
+def test_localisation_summary_reports_spread():
+    import pandas as pd
+
+    from cxrlib.explain.scoring import localisation_summary
+
+    vals = [0.1, 0.3, np.nan, 0.2]  # one undefined (all-zero) map
+    scores = pd.DataFrame({"model": "m", "method": "gradcam", "metric": "mass_inside", "value": vals,
+                           "mask_fraction": 0.1, "path": list("abcd"), "class": ""})
+    row = localisation_summary(scores).iloc[0]
+    assert row["n"] == 4 and row["n_undefined"] == 1
+    assert row["mean"] == pytest.approx(0.2) and row["std"] == pytest.approx(0.1)
+    assert row["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(3))
+    assert row["x_chance"] == pytest.approx(2.0)
