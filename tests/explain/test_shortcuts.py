@@ -146,6 +146,20 @@ def test_control_masks_same_size_elsewhere():
     assert set(SC.with_controls({"border": border})) == {"border", "border_control"}
 
 
+def test_control_of_a_wide_corner_label_is_the_same_box_on_the_other_side():
+    # the demo's label plate: 27 x 8 px in the top-right corner of a 48 px phantom; its plain mirror
+    # overlaps it by more than half, the control slides it to the left edge (not into the lungs)
+    plate = np.zeros((48, 48), bool)
+    plate[1:9, 17:44] = True
+    ctrl = SC.control_masks(plate)
+    ys, xs = np.nonzero(ctrl)
+    assert ctrl.sum() == plate.sum() and (ys.min(), ys.max()) == (1, 8)  # same size, same rows
+    assert (xs.min(), xs.max()) == (0, 26) and (ctrl & plate).sum() <= 0.5 * plate.sum()  # at the left edge
+    centred = np.zeros((48, 48), bool)
+    centred[1:9, 10:38] = True  # its own mirror: no side to slide to -> a box inside the body
+    assert SC.control_masks(centred)[24, 24]
+
+
 def test_border_effect_is_judged_against_its_control():
     # the real sample (issue 10): masking the border flipped 38-56 % of the predictions, flagged as an
     # effect with nothing to compare against; with a control flipping about as much there is no effect
