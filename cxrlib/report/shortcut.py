@@ -11,8 +11,11 @@ change, so the two models differ in nothing but what the text could teach them.
 
 Read by :mod:`cxrlib.report.plan` (the extra ``03_transfer`` stage, kind ``shortcut``, kept out
 of the comparison tables), notebook ``01_data`` (:func:`build_shortcut_twin`) and
-:func:`cxrlib.report.heatmaps.heatmap_models`. No TensorFlow import here: the plan is built in
-every notebook.
+:func:`cxrlib.report.heatmaps.heatmap_models`. Notebook ``05_heatmaps``' lesson section uses
+:func:`lesson_models`, :func:`lesson_rows` (both models on the same test images carrying the
+word), :func:`lesson_audit` (their text relevance on those images), :func:`lesson_table` (the two
+verdicts side by side) and :func:`lesson_sentence` (what a teacher reads out). No TensorFlow
+import here: the plan is built in every notebook.
 
 Config block (``shortcut_demo`` of an experiment YAML)::
 
