@@ -75,6 +75,17 @@ def masked_accuracy(model, images: np.ndarray, labels: np.ndarray, regions: Mapp
     return pd.DataFrame(rows)
 
 
+def _away(m: np.ndarray, mirror: np.ndarray, max_overlap: float) -> np.ndarray | None:
+    """``mirror`` slid horizontally away from ``m`` to the image edge, when the two then overlap by
+    at most ``max_overlap`` of the area; None otherwise."""
+    cols_m, cols_r = np.nonzero(m.any(axis=0))[0], np.nonzero(mirror.any(axis=0))[0]
+    if cols_r.mean() < cols_m.mean():  # slide left to column 0
+        moved = np.roll(mirror, -int(cols_r.min()), axis=1)
+    else:  # slide right to the last column
+        moved = np.roll(mirror, mirror.shape[1] - 1 - int(cols_r.max()), axis=1)
+    return moved if (moved & m).sum() <= max_overlap * m.sum() else None
+
+
 def control_masks(masks: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
     """Same-size control regions for the masking ablation (bool [N, H, W] or [H, W]).
 
@@ -83,7 +94,10 @@ def control_masks(masks: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
     judged against (:func:`region_effects`). Per mask:
 
     - its left-right mirror, when the mirror overlaps the mask by at most ``max_overlap`` of its
-      area (a text box in one corner -> the same box in the opposite corner);
+      area (a text box in one corner -> the same box in the opposite corner); a wide box near
+      the middle (e.g. a 27 px label in the top-right corner of a 48 px phantom) overlaps its own
+      mirror, which is then slid away from it to the image edge (-> the same box on the other
+      shoulder, still outside the lungs);
     - otherwise (a symmetric region such as the :func:`border_mask` frame, whose mirror is
       itself) a rectangle of the same pixel count, with the aspect ratio of the mask's bounding
       box, centred in the image: inside the body. For the 10 % border that is the central
@@ -101,6 +115,10 @@ def control_masks(masks: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
         mirror = m[:, ::-1]
         if (mirror & m).sum() <= max_overlap * area:
             out[i] = mirror
+            continue
+        moved = _away(m, mirror, max_overlap) if (mirror != m).any() else None
+        if moved is not None:
+            out[i] = moved
             continue
         ys, xs = np.nonzero(m)
         aspect = (ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1)  # bounding box height / width

@@ -146,6 +146,20 @@ def test_control_masks_same_size_elsewhere():
     assert set(SC.with_controls({"border": border})) == {"border", "border_control"}
 
 
+def test_control_of_a_wide_corner_label_is_the_same_box_on_the_other_side():
+    # the demo's label plate: 27 x 8 px in the top-right corner of a 48 px phantom; its plain mirror
+    # overlaps it by more than half, the control slides it to the left edge (not into the lungs)
+    plate = np.zeros((48, 48), bool)
+    plate[1:9, 17:44] = True
+    ctrl = SC.control_masks(plate)
+    ys, xs = np.nonzero(ctrl)
+    assert ctrl.sum() == plate.sum() and (ys.min(), ys.max()) == (1, 8)  # same size, same rows
+    assert (xs.min(), xs.max()) == (0, 26) and (ctrl & plate).sum() <= 0.5 * plate.sum()  # at the left edge
+    centred = np.zeros((48, 48), bool)
+    centred[1:9, 10:38] = True  # its own mirror: no side to slide to -> a box inside the body
+    assert SC.control_masks(centred)[24, 24]
+
+
 def test_border_effect_is_judged_against_its_control():
     # the real sample (issue 10): masking the border flipped 38-56 % of the predictions, flagged as an
     # effect with nothing to compare against; with a control flipping about as much there is no effect
@@ -192,6 +206,12 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
     mirrored control box (clean: 12 % vs 12 %); masking the border flipped 53 % vs 50 % for the
     centred control (clean: 27 % vs 29 %): without the control the clean model's border would
     pass the 20-point effect threshold. Verdicts: shortcut "relevance and effect", clean "no evidence".
+    Since the marker is a dark label plate (2026-11-30, cxrlib.data.phantoms.markers; 39 x 13 px here):
+    masking it flipped 100 % of the shortcut model's 21 masked predictions vs 0 % for the control
+    (clean: 44 % vs 25 %), but LRP-epsilon put only 0.73x the area's share on it (clean 0.27x), so
+    the shortcut model's verdict is "effect without relevance": a shortcut this heatmap misses.
+    Grad-CAM on a model with global average pooling finds the plate
+    (tests/explain/test_shortcuts_lesson.py; the quick demo: 2.9x).
     """
     from tensorflow import keras
 
@@ -233,13 +253,13 @@ def test_audit_flags_shortcut_model_not_clean_model(tmp_path):
         ablations.append(abl)
         drops[p] = abl.set_index("region").loc["text", "delta"]
     assert use[1.0] > 0.5 > use[0.0]  # the shortcut model does use the marker
-    assert summary[1.0].loc["text", "flagged"], summary[1.0]
+    # LRP-epsilon found the thin letters (5.6x) but not the label plate drawn since 2026-11-30 (0.73x)
     assert not summary[0.0].loc["text", "flagged"], summary[0.0]
     assert drops[1.0] < drops[0.0]  # masking the words hurts the shortcut model more
     # the verdict tells them apart: relevance on the text AND an effect of masking it only for the shortcut model
     both = pd.concat([summary[q].reset_index() for q in summary], ignore_index=True)
     verdict = SC.shortcut_verdict(both, pd.concat(ablations, ignore_index=True)).set_index("model")["verdict"]
-    assert verdict["p=1.0"] == "relevance and effect", verdict
+    assert verdict["p=1.0"] in ("relevance and effect", "effect without relevance"), verdict  # flagged by its effect
     assert verdict["p=0.0"] in ("no evidence", "relevance without effect"), verdict
 
 

@@ -109,3 +109,56 @@ def test_each_explained_model_has_the_manifest_it_was_trained_on(tmp_path: Path)
 
     assert model_manifest(tmp_path, "shortcut/twice") == tmp_path / "stages" / "01_data" / "target_shortcut.csv"
     assert model_manifest(tmp_path, "twice") == tmp_path / "stages" / "01_data" / "target.csv"
+
+
+def test_lesson_models_rows_table_and_sentence(tmp_path: Path):
+    """Notebook 5's lesson section: the two models in order, their images, one table, one sentence."""
+    import pandas as pd
+
+    from cxrlib.io import write_json
+    from cxrlib.report.shortcut import lesson_models, lesson_rows, lesson_sentence, lesson_table
+
+    cfg = _cfg()
+    models = {"twice_onk": tmp_path / "a", "twice": tmp_path / "b", "shortcut/twice": tmp_path / "c"}
+    lesson = lesson_models(models, cfg)
+    assert list(lesson) == ["twice", "shortcut/twice"]
+    assert lesson_models(models, {k: v for k, v in cfg.items() if k != "shortcut_demo"}) == {}
+    with pytest.raises(ValueError, match="shortcut/twice"):
+        lesson_models({"twice": tmp_path / "b"}, cfg)
+
+    # the images: the twin's test images of the heatmap fold that carry the word (fold 0 here)
+    twin = pd.DataFrame({"path": [f"target_shortcut/images/P{i}.png" for i in range(6)],
+                         "label": ["covid19", "normal", "covid19", "covid19", "pneumonia", "covid19"],
+                         "fold": ["0", "0", "1", "0", "0", "0"],
+                         "text_box": ["1,1,27,8", "", "1,1,27,8", "2,1,27,8", "", "1,2,27,8"]})
+    twin = twin.assign(patient_id=[f"P{i}" for i in range(6)], source="phantom-paper_b", view="PA",
+                       findings=twin["label"])
+    mf.write_manifest(twin, tmp_path / "stages" / "01_data" / "target_shortcut.csv")
+    rows = lesson_rows(tmp_path, cfg, n=2)
+    assert rows["path"].tolist() == ["target_shortcut/images/P0.png", "target_shortcut/images/P3.png"]
+    assert len(lesson_rows(tmp_path, cfg, n=10)) == 3
+
+    write_json(tmp_path / "b" / "metrics.json", {"test": {"accuracy": 0.70}})
+    write_json(tmp_path / "c" / "metrics.json", {"test": {"accuracy": 0.90}})
+    effects = pd.DataFrame([
+        {"model": "shortcut/twice", "region": "text", "method": "gradcam", "enrichment": 3.1, "n_masked": 26,
+         "flips": 0.5, "flips_control": 0.04, "excess": 0.46},
+        {"model": "shortcut/twice", "region": "border", "method": "gradcam", "enrichment": 1.0, "n_masked": 79,
+         "flips": 0.2, "flips_control": 0.4, "excess": -0.2},
+        {"model": "twice", "region": "text", "method": "lrp.epsilon", "enrichment": 1.2, "n_masked": 30,
+         "flips": 0.1, "flips_control": 0.07, "excess": 0.03}])
+    verdict = pd.DataFrame({"model": ["shortcut/twice", "twice"], "verdict": ["relevance and effect", "no evidence"]})
+    table = lesson_table(lesson, effects, verdict)
+    assert table["model"].tolist() == ["twice", "shortcut/twice"]
+    assert table["test accuracy"].tolist() == [0.70, 0.90]
+    assert table["text enrichment"].tolist() == [1.2, 3.1]
+    assert table["flips, text masked"].tolist() == [0.1, 0.5]
+    assert table["verdict"].tolist() == ["no evidence", "relevance and effect"]
+    sentence = lesson_sentence(table)
+    for part in ("0.90", "0.70", "50%", "4%", "26 labelled", "3.1x", "relevance and effect", "no evidence",
+                 "looks better than"):
+        assert part in sentence, part
+    # a model the audit did not reach is shown as such, not dropped
+    partial = lesson_table(lesson, effects[effects["model"] != "twice"], verdict[verdict["model"] != "twice"])
+    assert partial["verdict"].tolist() == ["not audited", "relevance and effect"]
+    assert "n/a" in lesson_sentence(partial) and lesson_sentence(partial.head(1)) == ""
