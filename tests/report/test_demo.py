@@ -248,3 +248,8 @@ def test_full_demo_shows_the_designed_claims(name: str):
         assert rows.loc[s["claim"], "difference"] > 0, rows.loc[s["claim"]]
         if s["kind"] == "paired_folds":  # ... and DETL vs scratch paired over 5 folds at p < 0.05
             assert rows.loc[s["claim"], "p_value"] < 0.05, rows.loc[s["claim"]]
+    verdicts = runs[-1] / "stages" / "05_heatmaps" / "shortcut_verdict.csv"
+    if cfg.get("shortcut_demo"):  # issue 11 item 3: the text-twin model flagged, the clean one not
+        v = pd.read_csv(verdicts).set_index("model")["verdict"]
+        assert v[f"shortcut/{cfg['shortcut_demo']['strategy']}"] == "relevance and effect", v.to_dict()
+        assert v[cfg["shortcut_demo"]["clean"]] == "no evidence", v.to_dict()
