@@ -67,7 +67,11 @@ def test_demo_marker_is_read_by_the_shortcut_model_and_the_clean_model_is_not_fl
     Measured (2026-11-30, 2 cores shared with 3 other jobs, 12.7 s CPU for this file): data seed 7,
     shortcut model Grad-CAM text enrichment 4.95, masking the plate flipped 100 % of its 22
     predictions vs 32 % for the control box; clean model 1.99 and 30 % vs 11 % (excess 0.19): "no
-    evidence", but only just under both thresholds (2.0 and 0.2). Data seed 8 (not used): the
+    evidence", but only just under both thresholds (2.0 and 0.2). With Grad-CAM's half-pixel
+    upsampling (cxrlib.explain.gradcam.upsample_cam) the clean model's text enrichment became 2.29
+    (shortcut 4.91): "relevance without effect", so the test asks for what the lesson needs -- the
+    clean model not flagged, its effect below the threshold and far below the shortcut model's.
+    Data seed 8 (not used): the
     shortcut model the same
     (4.95x, 100 % vs 11 % flips) but this small from-scratch CNN, trained on 123 images, also
     reacted to the random plate (3.5x, 67 % vs 17 %): "relevance and effect" for the clean model
@@ -92,7 +96,13 @@ def test_demo_marker_is_read_by_the_shortcut_model_and_the_clean_model_is_not_fl
     # masking the plate flips far more of the shortcut model's predictions than masking the control box
     assert effects.loc["shortcut", "flips"] > effects.loc["shortcut", "flips_control"] + 0.3, msg
     assert verdict["shortcut"] == "relevance and effect", msg
-    assert verdict["clean"] == "no evidence", msg
+    # the clean model is not flagged: masking the plate changes its predictions no more than the
+    # effect threshold above the control (its Grad-CAM may still touch the dark plate: "relevance
+    # without effect" is a caution, not a shortcut), and far less than the shortcut model's
+    assert verdict["clean"] in ("no evidence", "relevance without effect"), msg
+    assert effects.loc["clean", "excess"] < 0.2 < effects.loc["shortcut", "excess"] - 0.3, msg
+    text = summary[summary["region"] == "text"].set_index("model")["enrichment"]
+    assert text["shortcut"] > 1.5 * text["clean"], msg
 
 
 def test_demo_label_is_a_dark_plate_in_the_corner_with_a_fair_control(tmp_path):

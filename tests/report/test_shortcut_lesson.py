@@ -116,7 +116,7 @@ def test_lesson_models_rows_table_and_sentence(tmp_path: Path):
     import pandas as pd
 
     from cxrlib.io import write_json
-    from cxrlib.report.shortcut import lesson_models, lesson_rows, lesson_sentence, lesson_table
+    from cxrlib.report.lesson import lesson_models, lesson_rows, lesson_sentence, lesson_table
 
     cfg = _cfg()
     models = {"twice_onk": tmp_path / "a", "twice": tmp_path / "b", "shortcut/twice": tmp_path / "c"}
