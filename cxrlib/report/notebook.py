@@ -51,11 +51,6 @@ class StageContext:
     def plan(self) -> list[Stage]:
         return build_plan(self.cfg)
 
-    def transfer_stages(self) -> list[Stage]:
-        """All ``03_transfer`` stages of the run (one per strategy; :func:`cxrlib.report.plan.fits`
-        lists their folds)."""
-        return [s for s in self.plan() if s.kind == "transfer"]
-
     def stage_options(self, section: str, strategy: str | None = None) -> dict[str, Any]:
         """Options for a cxrlib.experiment stage runner: ``stage`` + ``<section>`` (+ strategy).
 
