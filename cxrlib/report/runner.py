@@ -162,10 +162,12 @@ def run_experiments(configs: Sequence[str | os.PathLike | Mapping[str, Any]], ou
         RunInterrupted: Ctrl-C (every run's running notebooks stopped and recorded).
         RunFailed: the first run with a failed notebook, after every run finished what it could.
     """
-    runs = [_Run.open(c, out=out, data_root=data_root, smoke=smoke, force=force, run_id=run_id,
-                      overrides=overrides, only=only, notebooks_dir=notebooks_dir, stream=stream,
-                      name_lines=len(configs) > 1)
+    # every config is loaded and checked before any run folder is made or marked running
+    cfgs = [dict(c) if isinstance(c, Mapping) else load_experiment(c, smoke=smoke, overrides=overrides)
             for c in configs]
+    runs = [_Run.open(cfg, out=out, data_root=data_root, force=force, run_id=run_id, only=only,
+                      notebooks_dir=notebooks_dir, stream=stream, name_lines=len(cfgs) > 1)
+            for cfg in cfgs]
     try:
         run_many([r.scheduler for r in runs], jobs)
     except KeyboardInterrupt:
@@ -197,10 +199,8 @@ class _Run:
     t0: float
 
     @classmethod
-    def open(cls, config, out, data_root, smoke, force, run_id, overrides, only, notebooks_dir, stream,
+    def open(cls, cfg: dict[str, Any], out, data_root, force, run_id, only, notebooks_dir, stream,
              name_lines: bool = False) -> "_Run":
-        cfg = (dict(config) if isinstance(config, Mapping)
-               else load_experiment(config, smoke=smoke, overrides=overrides))
         nb_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
         if cfg["data"]["kind"] == "real":
             if not data_root:
