@@ -3,7 +3,7 @@
 Loads an experiment (default ``paper_a``; ``--experiment paper_b`` for twice transfer and output
 neuron keeping), applies ``--set`` overrides and a ``--strategies`` subset, and runs its stages up
 to ``04_cross_validation`` with :func:`cxrlib.report.runner.run_experiment` -- the data stage,
-the source stage and one transfer notebook per strategy x fold, exactly as ``cxr run`` does.
+the source stage and one transfer notebook per strategy (a loop over folds), exactly as ``cxr run`` does.
 It then prints, from the run folder, the validation macro-F1 of every epoch per strategy, the
 test metrics (mean ± std over folds), McNemar tests and the training time per stage, all computed
 by :mod:`cxrlib.comparison`.
@@ -23,6 +23,7 @@ from cxrlib._text import parse_key_values
 from cxrlib.comparison import paired_mcnemar, summarize
 from cxrlib.report import results
 from cxrlib.report.config import load_experiment
+from cxrlib.report.plan import fits
 from cxrlib.report.locate import resolve_experiment
 from cxrlib.report.runner import run_experiment
 
@@ -57,10 +58,11 @@ def report(run_dir: Path, cfg) -> None:
     print(mcn[["a", "b", "n", "a_only_correct", "b_only_correct", "p_value"]].to_string(index=False))
     info = json.loads((run_dir / "run.json").read_text())
     for sid, rec in info["stages"].items():
-        m = run_dir / "stages" / sid / "metrics.json"
+        print(f"{sid}: {rec.get('status')} {rec.get('seconds', '')} s")
+    for fit in fits(cfg):  # what each fold's model started from
+        m = fit.path(run_dir) / "metrics.json"
         init = json.loads(m.read_text()).get("init", {}) if m.is_file() else {}
-        print(f"{sid}: {rec.get('status')} {rec.get('seconds', '')} s"
-              + (f" init={init.get('init')} kept={init.get('kept_neurons')}" if init else ""))
+        print(f"  {fit.rel}: init={init.get('init')} kept={init.get('kept_neurons')}")
 
 
 def main(argv=None) -> int:
