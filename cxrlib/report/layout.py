@@ -128,13 +128,28 @@ def keep_aside(sdir: Path, out_nb: Path, run_dir: Path) -> Path | None:
     return attempt
 
 
+def set_aside_fold(fold_dir: Path, run_dir: Path) -> Path:
+    """Move one fold's training stage to ``stages/.attempts/<stage>-<fold>-<time>`` (never delete).
+
+    For a fold restored by :func:`restore_finished_folds` whose training config no longer
+    matches (the code's defaults changed between the attempts): it is kept, then retrained.
+    """
+    fold_dir = Path(fold_dir)
+    dest = (Path(run_dir) / "stages" / ".attempts"
+            / f"{fold_dir.parent.name}-{fold_dir.name}-{_dt.datetime.now():%Y%m%d-%H%M%S-%f}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(fold_dir, dest)
+    return dest
+
+
 def restore_finished_folds(attempt: Path | None, sdir: Path) -> list[str]:
     """Move the finished training stages of an unfinished attempt back into the new stage folder.
 
     A ``03_transfer`` notebook trains one fold per sub-folder; a sub-folder with ``metrics.json``
     and ``config.json`` is a finished training stage, which :mod:`cxrlib.experiment.stage` reads
     back (same config) instead of retraining: so a strategy interrupted at fold 4 resumes there.
-    Returns the names of the restored sub-folders.
+    A restored fold whose config differs is set aside and retrained (:func:`set_aside_fold`,
+    called by :func:`cxrlib.report.transfer.train_folds`). Returns the restored sub-folders' names.
     """
     outputs = attempt / "outputs" if attempt else None
     if outputs is None or not outputs.is_dir():

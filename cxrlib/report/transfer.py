@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.comparison import stack
+from cxrlib.report.layout import set_aside_fold
 from cxrlib.report.plan import HOLDOUT, Fit, fold_label, strategy_method, uses_source
 
 
@@ -41,10 +42,19 @@ def train_folds(ctx, strategy: str, folds: list[int], manifest: str = "target",
     out: dict[int, dict[str, Any]] = {}
     for fold in folds:
         fit = Fit(strategy, int(fold), ctx.stage.id, ctx.stage.kind)
-        metrics = run_target_stage(method, str(ctx.stage_path("01_data") / f"{manifest}.csv"),
-                                   fit.path(ctx.run_dir), fold=None if fold == HOLDOUT else int(fold),
-                                   source_dir=source_dir, keep_neurons=keep_neurons, root=info["root"],
-                                   task=cfg["task"], name=strategy, **options)
+
+        def train() -> dict[str, Any]:
+            return run_target_stage(method, str(ctx.stage_path("01_data") / f"{manifest}.csv"),
+                                    fit.path(ctx.run_dir), fold=None if fold == HOLDOUT else int(fold),
+                                    source_dir=source_dir, keep_neurons=keep_neurons, root=info["root"],
+                                    task=cfg["task"], name=strategy, **options)
+
+        try:
+            metrics = train()  # a finished fold with the same config is read back
+        except FileExistsError:  # a restored fold trained with other settings: keep it aside, retrain
+            log(f"{strategy}, {fold_label(int(fold), k)}: the finished fold of an earlier attempt was trained "
+                f"with other settings; kept in {set_aside_fold(fit.path(ctx.run_dir), ctx.run_dir)}, retraining")
+            metrics = train()
         test = metrics["test"]
         log(f"{strategy}, {fold_label(int(fold), k)}: test accuracy {test['accuracy']:.3f}, "
             f"macro-F1 {test['macro_f1']:.3f}, best epoch {metrics['best_epoch']}, "

@@ -109,3 +109,47 @@ def test_finished_folds_of_an_unfinished_attempt_are_restored(tmp_path: Path):
     assert sorted(p.name for p in sdir.iterdir()) == ["fold0", "fold1"]
     assert (attempt / "outputs" / "fold2" / "config.json").is_file()  # the unfinished fold stays aside
     assert layout.restore_finished_folds(None, sdir) == []
+
+
+def test_a_fold_set_aside_keeps_its_stage_and_fold_in_the_name(tmp_path: Path):
+    run = tmp_path / "run"
+    fold = layout.stage_dir(run, "03_transfer-twice") / "fold1"
+    fold.mkdir(parents=True)
+    (fold / "metrics.json").write_text("{}")
+    dest = layout.set_aside_fold(fold, run)
+    assert not fold.exists() and (dest / "metrics.json").is_file()
+    assert dest.parent == run / "stages" / ".attempts" and dest.name.startswith("03_transfer-twice-fold1-")
+
+
+def test_train_folds_reads_finished_folds_and_retrains_a_stale_one(tmp_path: Path, monkeypatch):
+    """notebook 3's loop: a fold whose finished stage has other settings is set aside, then retrained."""
+    import cxrlib.experiment
+    import cxrlib.report.datastage
+    from cxrlib.report.config import load_experiment
+    from cxrlib.report.locate import packaged_experiments_dir
+    from cxrlib.report.notebook import StageContext
+    from cxrlib.report.plan import build_plan
+    from cxrlib.report.transfer import train_folds
+
+    cfg = load_experiment(packaged_experiments_dir() / "paper_b.yaml", smoke=True)
+    stage = next(s for s in build_plan(cfg) if s.id == "03_transfer-twice")
+    run = tmp_path / "run"
+    ctx = StageContext(cfg, run, layout.stage_dir(run, stage.id), stage)
+    (ctx.stage_dir / "fold1").mkdir(parents=True)
+    (ctx.stage_dir / "fold1" / "stale").write_text("trained with other settings")
+    calls = []
+
+    def fake_run(method, manifest, stage_dir, fold=None, **kw):
+        calls.append((Path(stage_dir).name, fold))
+        if (Path(stage_dir) / "stale").is_file():
+            raise FileExistsError(f"{stage_dir} holds a finished stage with a different config")
+        return {"test": {"accuracy": 0.5, "macro_f1": 0.4}, "best_epoch": 1, "train_seconds": 0.1}
+
+    monkeypatch.setattr(cxrlib.experiment, "run_target_stage", fake_run)
+    monkeypatch.setattr(cxrlib.report.datastage, "load_data_info", lambda run_dir: {"root": str(tmp_path)})
+    lines: list[str] = []
+    out = train_folds(ctx, "twice", [0, 1], log=lines.append)
+    assert sorted(out) == [0, 1] and calls == [("fold0", 0), ("fold1", 1), ("fold1", 1)]
+    aside = list((run / "stages" / ".attempts").iterdir())
+    assert len(aside) == 1 and (aside[0] / "stale").is_file()
+    assert any("other settings" in line for line in lines)
