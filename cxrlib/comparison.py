@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib.evaluation import mcnemar, scalar_metrics
+from cxrlib.evaluation import mcnemar, prob_classes, scalar_metrics
 from cxrlib.io import atomic_path
 
 SUMMARY_COLUMNS = ("mean", "std", "n", "min", "max", "text")
@@ -110,8 +110,7 @@ def paired_mcnemar(predictions: Mapping[str, pd.DataFrame], classes: Sequence[st
         pa, pb = predictions[a], predictions[b]
         if "label" not in pa.columns:
             continue  # multi-label runs: no single-label McNemar
-        names = list(classes) if classes is not None else [c[len("prob_"):] for c in pa.columns
-                                                           if c.startswith("prob_")]
+        names = list(classes) if classes is not None else prob_classes(pa)
         idx = {c: i for i, c in enumerate(names)}
         j = pa.merge(pb, on="path", suffixes=("_a", "_b"))
         if len(j) == 0:

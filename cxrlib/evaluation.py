@@ -297,8 +297,12 @@ def predictions_frame(df: pd.DataFrame, y_prob: np.ndarray, classes: Sequence[st
     return out
 
 
+def prob_classes(df: pd.DataFrame) -> list[str]:
+    """Class names of a predictions frame, in output order, from its ``prob_<class>`` columns."""
+    return [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
+
+
 def read_predictions(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     """Read a predictions.csv: (frame, classes from the prob_* columns)."""
     df = pd.read_csv(path, keep_default_na=False)
-    classes = [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
-    return df, classes
+    return df, prob_classes(df)

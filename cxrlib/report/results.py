@@ -185,16 +185,28 @@ def format_mean_std(mean: Any, std: Any, digits: int = 4) -> str:
 
 
 # --------------------------------------------------------------------------- per-fold tables
-def gather_histories(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Every fold's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns."""
+def _fits(cfg: Mapping[str, Any], kind: str = "transfer", strategy: str | None = None):
+    return [f for f in fits(cfg, kind=kind) if strategy is None or f.strategy == strategy]
+
+
+def gather_histories(run_dir: str | os.PathLike, cfg: Mapping[str, Any], kind: str = "transfer",
+                     strategy: str | None = None) -> pd.DataFrame:
+    """Every fold's ``history.csv`` stacked, with ``strategy`` and ``fold`` columns.
+
+    Args:
+        kind: ``transfer`` (the strategies), or ``shortcut`` (the shortcut lesson's model).
+        strategy: only this strategy's folds (notebook 3 shows its own).
+    """
     return stack(({"strategy": f.strategy, "fold": f.fold}, pd.read_csv(f.path(run_dir) / "history.csv"))
-                 for f in fits(cfg))
+                 for f in _fits(cfg, kind, strategy))
 
 
-def gather_predictions(run_dir: str | os.PathLike, cfg: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """Per strategy: the test predictions of all its folds stacked (out-of-fold predictions)."""
+def gather_predictions(run_dir: str | os.PathLike, cfg: Mapping[str, Any], kind: str = "transfer",
+                       strategy: str | None = None) -> dict[str, pd.DataFrame]:
+    """Per strategy: the test predictions of all its folds stacked (out-of-fold predictions);
+    ``kind`` and ``strategy`` as in :func:`gather_histories`."""
     out: dict[str, list] = {}
-    for f in fits(cfg):
+    for f in _fits(cfg, kind, strategy):
         p = pd.read_csv(f.path(run_dir) / "predictions.csv", keep_default_na=False)
         out.setdefault(f.strategy, []).append(({"fold": f.fold}, p))
     return {k: stack(v) for k, v in out.items()}

@@ -13,7 +13,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from cxrlib.comparison import stack
 from cxrlib.report.layout import set_aside_fold
 from cxrlib.report.plan import HOLDOUT, Fit, fold_label, strategy_method, uses_source
 
@@ -75,24 +74,26 @@ def fold_table(results: dict[int, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("fold")
 
 
-def fold_histories(ctx, strategy: str, folds: list[int]) -> pd.DataFrame:
-    """The folds' ``history.csv`` stacked with a ``fold`` column ([epochs x folds] rows)."""
-    return stack(({"fold": int(f)}, pd.read_csv(Fit(strategy, int(f), ctx.stage.id).path(ctx.run_dir) / "history.csv"))
-                 for f in folds)
+def fold_histories(ctx, strategy: str) -> pd.DataFrame:
+    """The strategy's folds' ``history.csv`` stacked with a ``fold`` column ([epochs x folds] rows;
+    :func:`cxrlib.report.results.gather_histories` of this notebook's stage)."""
+    from cxrlib.report.results import gather_histories
+
+    return gather_histories(ctx.run_dir, ctx.cfg, kind=ctx.stage.kind, strategy=strategy)
 
 
-def pooled_test(ctx, strategy: str, folds: list[int]) -> dict[str, Any]:
-    """Test metrics of the folds' predictions pooled (:func:`cxrlib.evaluation.classification_metrics`).
+def pooled_test(ctx, strategy: str) -> dict[str, Any]:
+    """Test metrics of the folds' predictions pooled (:func:`cxrlib.evaluation.classification_metrics`
+    of :func:`cxrlib.report.results.gather_predictions`).
 
     In k-fold every image is in exactly one test fold, so this is the out-of-fold score of the
     strategy: per-class precision/recall/F1, confusion matrix, COVID-19 sensitivity/specificity.
     """
-    from cxrlib.evaluation import classification_metrics, read_predictions
+    from cxrlib.evaluation import classification_metrics, prob_classes
+    from cxrlib.report.results import gather_predictions
 
-    frames = [read_predictions(Fit(strategy, int(f), ctx.stage.id).path(ctx.run_dir) / "predictions.csv")
-              for f in folds]
-    classes = frames[0][1]
-    df = pd.concat([f for f, _ in frames], ignore_index=True)
+    df = gather_predictions(ctx.run_dir, ctx.cfg, kind=ctx.stage.kind, strategy=strategy)[strategy]
+    classes = prob_classes(df)
     y_true = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()  # [N] class index
     y_prob = df[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)  # [N, C]
     return classification_metrics(y_true, y_prob, classes)
