@@ -57,11 +57,8 @@ def heatmap_models(ctx) -> dict[str, Path]:
     if lesson is not None and lesson["clean"] not in names:
         names.append(lesson["clean"])
     fold = heatmap_fold(cfg)
-    out = {}
-    for name in names:  # in the config's order, the clean model of the lesson last
-        for f in fits(cfg):
-            if f.strategy == name and f.fold == fold:
-                out[name] = f.path(ctx.run_dir)
+    on_fold = {f.strategy: f.path(ctx.run_dir) for f in fits(cfg) if f.fold == fold}
+    out = {name: on_fold[name] for name in names if name in on_fold}  # config order, the lesson's clean model last
     if lesson is not None:
         for f in fits(cfg, kind=SHORTCUT_PREFIX):
             out[f"{SHORTCUT_PREFIX}/{f.strategy}"] = f.path(ctx.run_dir)
