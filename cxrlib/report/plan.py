@@ -176,6 +176,11 @@ def _train_weight(cfg: Mapping[str, Any], section: str, part: str, fixed: float 
     return fixed + epochs * _n_images(cfg, part) * (size / 64.0) ** 2 / 40.0
 
 
+def _transfer_depends(name: str, options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """What a strategy's 03_transfer stage reads: the data, and the source model when it starts from it."""
+    return ("01_data", "02_source_pretraining") if uses_source(name, options) else ("01_data",)
+
+
 def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
     """Expand a resolved experiment config into stages in dependency order.
 
@@ -198,7 +203,7 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
     transfer_ids: list[str] = []
     for name, options in strategies.items():
         sid = f"03_transfer-{name}"
-        deps = ("01_data", "02_source_pretraining") if uses_source(name, options) else ("01_data",)
+        deps = _transfer_depends(name, options)
         stages.append(Stage(sid, "transfer", NOTEBOOKS["transfer"],
                             params={"strategy": name, "folds": folds}, depends=deps,
                             label=f"transfer {name}, {folds_label(folds, k)}",
@@ -248,7 +253,7 @@ def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None
     if fold not in folds:
         raise ValueError(f"heatmaps.fold={fold} is not a fold of this run ({folds})")
     name = opts["strategy"]
-    deps = ("01_data", "02_source_pretraining") if uses_source(name, cfg["strategies"][name]) else ("01_data",)
+    deps = _transfer_depends(name, cfg["strategies"][name])
     return Stage(f"03_transfer-{SHORTCUT_PREFIX}-{name}", SHORTCUT_PREFIX, NOTEBOOKS["transfer"],
                  params={"strategy": name, "folds": [fold], "manifest": SHORTCUT_MANIFEST, "stage_kind": SHORTCUT_PREFIX},
                  depends=deps, label=f"shortcut lesson: {name} on the text-marked twin, {fold_label(fold, k)}",
