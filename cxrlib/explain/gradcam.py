@@ -19,9 +19,9 @@ explained neuron (argmax of the logits = argmax of the probabilities, or the giv
 keeps the logits of that same forward pass, so no second forward pass (``model.predict``) is
 needed for the class choice and the probability (that pass was the wrapper's 1.5x overhead).
 CAMs are computed by tf-keras-vis at the target layer's resolution, then upsampled to the input
-size here (:func:`upsample_cam`: bilinear with half-pixel centres, so each cell stays over the
-pixels it summarises; tf-keras-vis' corner-aligned zoom stretches maps outwards by half a cell)
-and min-max normalised per image.
+size here (:func:`upsample_cam`: each cell's value on the pixel its receptive field is centred
+on, :func:`cxrlib.explain.receptive_field.cell_centres`, bilinear in between; tf-keras-vis'
+corner-aligned zoom stretches maps outwards by half a cell) and min-max normalised per image.
 
 Resolution: the CAM cannot be finer than its layer. The compact DenseNet downsamples 32x, so at
 64 px its last conv layer is 2x2 and every CAM is one of a few blurred quadrant patterns.
@@ -54,6 +54,15 @@ the issue's target (paper B twice_onk 1.65x / 0.31, paper A domain_extension 1.3
 6x6 cells see both lungs and peak between bilateral lesions) while LRP alpha_1_beta_0 lands
 (2.56x / 0.88 and 2.65x / 0.50).
 
+Cell geometry (measured 2026-11-30, ``cxr demo --force`` on a quiet machine, paper B
+``twice_onk`` fold 0, predicted class): keras' DenseNet stem centres cell ``i`` of the 12x12
+map on pixel ``4 i``; until then the map was upsampled with half-pixel centres (``4 i + 1.5``),
+which put many peaks on COVID-19 lesions 1-3 px past their edge. Placing cells on their
+receptive-field centres moved Grad-CAM from 2.01x / 0.44 to 2.06x / 0.63 on the report's 16
+images, and from 2.05x / 0.48 to 2.07x / 0.52 on all 54 fold-0 test images with a lesion
+(pointing game on COVID-19 lesions 0.30 -> 0.41, pneumonia 0.67 -> 0.63); paper A's
+``domain_extension`` 1.48x / 0.12 -> 1.38x / 0.12. Training is unchanged, so LRP is too.
+
 Models must be *flat* (backbone layers in the same functional graph as the head, see
 ``cxrlib.models.build_model``); a nested backbone model makes the penultimate layer unreachable
 and the error below says so.
@@ -69,6 +78,7 @@ import numpy as np
 
 from cxrlib.explain.base import CAM_METHODS, Explainer, Heatmaps, canonical_method, check_images
 from cxrlib.explain.base import resolve_classes  # noqa: F401  (re-exported, older import path)
+from cxrlib.explain.receptive_field import cell_centres, half_pixel
 
 METHODS: tuple[str, ...] = CAM_METHODS
 CamResult = Heatmaps  # older name of the result type
@@ -128,24 +138,39 @@ def target_layer(model, layer: str | None = "auto", min_cam_size: int | None = N
     return last_conv_layer_name(model)
 
 
-def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """CAMs [N, h, w] -> [N, H, W], bilinear with half-pixel centres, min-max scaled per map.
+def upsample_cam(cam: np.ndarray, size: tuple[int, int],
+                 grid: tuple[tuple[float, float], tuple[float, float]] | None = None) -> np.ndarray:
+    """CAMs [N, h, w] -> [N, H, W], bilinear between cell centres, min-max scaled per map.
 
-    Cell ``i`` of an ``h``-cell map covers input pixels ``[i * H / h, (i + 1) * H / h)``, so its
-    value belongs at the centre of that footprint. tf-keras-vis' own expansion
+    Each cell's value is put on the input pixel its receptive field is centred on, ``grid``
+    (:func:`cxrlib.explain.receptive_field.cell_centres`: per axis ``(offset, stride)``, cell
+    ``i`` at ``offset + stride * i``), and pixels between centres are interpolated linearly
+    (pixels beyond the outer centres take the outer cell's value). Without ``grid``, the
+    half-pixel assumption (``tf.image.resize`` / OpenCV, as pytorch-grad-cam): cell ``i`` at the
+    middle of pixels ``[i * H / h, (i + 1) * H / h)``. tf-keras-vis' own expansion
     (``scipy.ndimage.zoom``, corner-aligned) puts the first and last cells on the image's edge
-    pixels instead: at 48 px from a 6x6 layer that stretches every map outwards by up to 4 px
-    (half a cell), pushing peaks out of lesions and onto the image border. ``tf.image.resize``
-    (half-pixel centres, as OpenCV's resize used by pytorch-grad-cam) keeps each cell over its
-    footprint. Maps with no positive value stay all-zero (never NaN).
+    pixels instead, stretching every map outwards by up to half a cell. Maps with no positive
+    value stay all-zero (never NaN).
     """
-    import tensorflow as tf
-
     cam = np.maximum(np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
-    up = tf.image.resize(cam[..., None], tuple(int(v) for v in size), method="bilinear").numpy()[..., 0]
+    (h, w), (H, W) = cam.shape[1:3], (int(size[0]), int(size[1]))
+    rows, cols = grid if grid is not None else (half_pixel(h, H), half_pixel(w, W))
+    up = np.einsum("yh,nhw,xw->nyx", _lerp_matrix(H, h, *rows), cam, _lerp_matrix(W, w, *cols))  # [N, H, W]
     lo = up.min(axis=(1, 2), keepdims=True)
     span = up.max(axis=(1, 2), keepdims=True) - lo  # [N, 1, 1]
     return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+
+def _lerp_matrix(n_pixels: int, n_cells: int, offset: float, stride: float) -> np.ndarray:
+    """[n_pixels, n_cells] linear-interpolation weights from cells centred on ``offset + stride * i``."""
+    u = np.clip((np.arange(n_pixels) - offset) / stride, 0, n_cells - 1)  # each pixel in cell units
+    i0 = np.floor(u).astype(int)
+    i1 = np.minimum(i0 + 1, n_cells - 1)
+    frac = (u - i0).astype(np.float32)
+    out = np.zeros((n_pixels, n_cells), np.float32)
+    np.add.at(out, (np.arange(n_pixels), i0), 1.0 - frac)
+    np.add.at(out, (np.arange(n_pixels), i1), frac)
+    return out
 
 
 class _ClassScore:
@@ -199,6 +224,8 @@ class CamExplainer(Explainer):
         self.method = method
         self.layer = target_layer(model, layer, min_cam_size)
         self._hw = _spatial(model.get_layer(self.layer))  # (h, w) of the CAM before upsampling
+        # where each cell looks on the input (None: unknown layers, half-pixel assumption)
+        self.grid = cell_centres(model, self.layer)
         self.batch_size = int(batch_size)
         last = model.layers[-1]
         act = getattr(last, "activation", None)
@@ -231,7 +258,7 @@ class CamExplainer(Explainer):
             cam = self._vis(score, images[sl], penultimate_layer=self.layer, seek_penultimate_conv_layer=False,
                             expand_cam=False, normalize_cam=False)  # [b, h, w] at the layer's resolution
             maps.append(upsample_cam(np.asarray(cam, dtype=np.float32).reshape(len(images[sl]), *self._hw),
-                                     images.shape[1:3]))  # [b, H, W] in [0, 1]
+                                     images.shape[1:3], self.grid))  # [b, H, W] in [0, 1]
             logits.append(np.asarray(score.logits, dtype=np.float32))  # [b, K]
         logits = np.concatenate(logits)
         probs = np.asarray(self._activation(tf.constant(logits)), dtype=np.float32)  # [N, K]

@@ -1,7 +1,8 @@
 """The mechanism that makes the demo's Grad-CAM land: cell geometry and the CAM layer's resolution.
 
-Issue 11 item 2. A CAM cell must end up over the input pixels it summarises (half-pixel
-upsampling, :func:`cxrlib.explain.gradcam.upsample_cam`), and the demo configs must give
+Issue 11 item 2. A CAM cell must end up over the input pixels it looks at (without a known
+geometry: half-pixel upsampling, :func:`cxrlib.explain.gradcam.upsample_cam`; with it, the
+receptive-field centres, ``tests/explain/test_receptive_field.py``), and the demo configs must give
 Grad-CAM a map taken from the model's *last* feature map (the one the head reads) with at least
 6x6 cells at the demo image size (``stage.compact_blocks``, ``heatmaps.min_cam_size``).
 """
