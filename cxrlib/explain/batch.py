@@ -171,10 +171,16 @@ def _explain_method(method, explainer, x, shown, df, stems, folder: Path, model_
     """One model x method folder: arrays, overlays and index for the rows not done yet."""
     n = len(df)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(n) if overwrite or not (folder / f"{stems[i]}.npy").is_file()]
     old = folder / "heatmaps.csv"
     prev = pd.read_csv(old, dtype={"path": str}, keep_default_na=False) if old.is_file() else None
     rows = {} if prev is None else {r["path"]: r for r in prev.to_dict("records")}
+
+    def stale(i: int) -> bool:  # no map yet, or one of another class than the one asked for now
+        done = rows.get(df["path"][i])
+        return (not (folder / f"{stems[i]}.npy").is_file() or done is None
+                or (cls is not None and int(done["class_index"]) != int(cls[i])))
+
+    todo = [i for i in range(n) if overwrite or stale(i)]
     bar = tqdm(total=len(todo), desc=f"{model_name}/{method}", unit="img", disable=not progress)
     for s in range(0, len(todo), batch_size):
         idx = todo[s:s + batch_size]

@@ -52,6 +52,17 @@ def test_explain_manifest_writes_arrays_overlays_index_and_resumes(phantom_model
     again = explain_manifest(df.head(5), root, model_path, tmp_path, methods=("gradcam",), **kw)
     assert len(again) == 5
     assert (tmp_path / "run1" / "gradcam" / index["npy"][0]).stat().st_mtime_ns == mtime
+    # asked for another class than the stored map explains: that image is explained again
+    other = (int(again["class_index"][0]) + 1) % 3
+    wanted = again["class_index"].to_numpy().copy()
+    wanted[0] = other
+    kept = (tmp_path / "run1" / "gradcam" / index["npy"][1]).stat().st_mtime_ns
+    third = explain_manifest(df.head(5), root, model_path, tmp_path, methods=("gradcam",), class_index=wanted, **kw)
+    assert third["class_index"].tolist() == wanted.tolist()
+    assert (tmp_path / "run1" / "gradcam" / index["npy"][0]).stat().st_mtime_ns != mtime
+    assert (tmp_path / "run1" / "gradcam" / index["npy"][1]).stat().st_mtime_ns == kept  # same class: kept
+    direct = CamExplainer(load_model(model_path)).explain(x[:1], class_index=[other]).maps
+    np.testing.assert_allclose(read_heatmaps(tmp_path / "run1" / "gradcam")[1][:1], direct, atol=1e-6)
 
 
 def test_missing_model_and_bad_image_fail_before_work(phantom_model, tmp_path):
