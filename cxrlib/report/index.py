@@ -20,7 +20,8 @@ import yaml
 from cxrlib.io import write_text
 from cxrlib.report.locate import shown_path
 from cxrlib.report.layout import read_figures, read_run
-from cxrlib.report.results import RESULTS_STAGE, format_mean_std, init_chains, read_results
+from cxrlib.report.results import (CLAIMS_TABLE, LOCALISATION_TABLE, RESULTS_STAGE, VERDICT_TABLE, format_mean_std,
+                                   init_chains, read_results)
 
 # Columns of summary.csv shown in the strategy table, in this order when present.
 SUMMARY_METRICS: tuple[str, ...] = (
@@ -95,7 +96,7 @@ Full tables: {% for name in result_files %}<a href="{{ name }}">{{ name }}</a> {
 <td>{% if c.supported %}<span class="badge same">{{ c.direction }}</span>{% else %}<span class="badge diff">{{ c.direction }}</span>{% endif %}{% if c.note %}<br><i>{{ c.note }}</i>{% endif %}</td></tr>
 {% endfor %}</table>
 <p class="meta">Each claim as a paired test over the folds ({{ claims_test }}); notebook 4 explains each statistic and
-notebook 6 sets it beside the paper's wording. Table: <a href="stages/04_cross_validation/claims.csv">claims.csv</a>.</p>{% endif %}
+notebook 6 sets it beside the paper's wording. Table: <a href="stages/{{ claims_table }}">claims.csv</a>.</p>{% endif %}
 
 {% if localisation %}<h2>Where the models look: heatmaps against the lesion masks</h2>
 <table id="localisation"><tr><th>model</th><th>method</th><th>relevance mass inside the lesion</th><th>× chance</th>
@@ -107,7 +108,7 @@ notebook 6 sets it beside the paper's wording. Table: <a href="stages/04_cross_v
 {% endfor %}</table>
 <p class="meta">Chance = the share of the image the lesion masks cover (a map spread evenly scores it); pointing
 game = share of images whose heatmap maximum falls inside the lesion. Table:
-<a href="stages/05_heatmaps/scores_summary.csv">scores_summary.csv</a>; maps and failure cases in notebook 5.</p>{% endif %}
+<a href="stages/{{ localisation_table }}">scores_summary.csv</a>; maps and failure cases in notebook 5.</p>{% endif %}
 {% if verdicts and not (external and external.verdicts) %}<table id="shortcut-verdicts"><tr><th>model</th><th>shortcut verdict</th><th>evidence</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.model }}</td><td><b>{{ v.verdict }}</b></td><td>{{ v.evidence }}</td></tr>{% endfor %}</table>
 <p class="meta">Shortcut audit (notebook 5): relevance on the text / border regions combined with the predictions
@@ -231,7 +232,7 @@ def _claims(run_dir: Path) -> list[dict[str, Any]]:
     from cxrlib.report.results import format_value
 
     rows = []
-    for r in _csv_records(run_dir / "stages" / "04_cross_validation" / "claims.csv"):
+    for r in _csv_records(run_dir / "stages" / CLAIMS_TABLE):
         r = dict(r)
         r["difference_text"] = format_mean_std(r.get("difference"), r.get("spread"), digits=3)
         r["p_text"] = format_value(r.get("p_value"), 4)
@@ -246,7 +247,7 @@ def _localisation(run_dir: Path) -> list[dict[str, Any]]:
     from cxrlib.report.results import format_value
 
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in _csv_records(run_dir / "stages" / "05_heatmaps" / "scores_summary.csv"):
+    for r in _csv_records(run_dir / "stages" / LOCALISATION_TABLE):
         row = by_key.setdefault((str(r["model"]), str(r["method"])), {"model": r["model"], "method": r["method"]})
         if r["metric"] == "mass_inside":
             row.update(mass=_num(r["mean"]), x_chance=_num(r.get("x_chance")), n=r.get("n", ""),
@@ -316,7 +317,8 @@ def render_index(run_dir: str | os.PathLike) -> str:
         failure=failure, comparison=comparison, summary_rows=summary_rows, external=_external(run_dir),
         claims=_claims(run_dir), claims_test="paired t-test; Wilcoxon in claims.csv",
         localisation=_localisation(run_dir),
-        verdicts=_csv_records(run_dir / "stages" / "05_heatmaps" / "shortcut_verdict.csv"),
+        verdicts=_csv_records(run_dir / "stages" / VERDICT_TABLE),
+        claims_table=CLAIMS_TABLE, localisation_table=LOCALISATION_TABLE,
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,

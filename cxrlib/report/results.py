@@ -27,6 +27,10 @@ from cxrlib.io import read_json, write_csv
 from cxrlib.report.plan import fits
 
 RESULTS_STAGE = "06_summary"
+# Tables of earlier notebooks that the summary notebook and the index page read, under <run>/stages/
+CLAIMS_TABLE = "04_cross_validation/claims.csv"            # notebook 4: the papers' claims as tests
+LOCALISATION_TABLE = "05_heatmaps/scores_summary.csv"      # notebook 5: heatmaps against the lesion masks
+VERDICT_TABLE = "05_heatmaps/shortcut_verdict.csv"         # notebook 5: shortcut verdict per model
 RESULT_TABLES = ("paper_comparison", "summary", "metrics")
 METRICS_FILE = "metrics.json"
 
