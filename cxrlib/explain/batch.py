@@ -10,6 +10,10 @@ API (stable):
   and ``heatmaps.csv`` (path, class_index, class, prob, npy, png) per folder. A tqdm progress
   bar counts images; finished images are kept (atomic writes) and skipped on a rerun unless
   ``overwrite``.
+- ``explain_models(models, df, root, out_dir, methods, explainers=None, **kwargs)``: the same for
+  several models, images loaded once, LRP (own process) overlapping Grad-CAM; returns
+  ``{(model, method): Heatmaps}``.
+- ``load_for_explaining(df, root, image_size, channels, backbone, resize_mode) -> (x, shown)``.
 - ``save_overlay(image, heatmap, out_png, title="", signed=False)``: the three-panel figure.
 - ``read_heatmaps(folder) -> (index DataFrame, maps [N, H, W])``: load a method folder back.
 """
@@ -17,6 +21,7 @@ API (stable):
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -110,7 +115,8 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
                      backbone: str = "compact_densenet", resize_mode: str = "pad",
                      class_index: int | Sequence[int] | None = None, model_name: str | None = None,
                      overlays: bool = True, batch_size: int = 8, overwrite: bool = False,
-                     progress: bool = True, explainers=None, **options) -> pd.DataFrame:
+                     progress: bool = True, explainers=None, images: tuple | None = None,
+                     **options) -> pd.DataFrame:
     """Generate heatmaps for every manifest row with each method; write arrays, overlays, index.
 
     Args:
@@ -130,6 +136,8 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
         progress: show a tqdm progress bar.
         explainers: an :class:`cxrlib.explain.factory.ExplainerCache` to reuse (and leave open);
             None builds one for this call and closes it at the end.
+        images: ``(x, shown)`` already loaded by :func:`load_for_explaining` for these rows and
+            settings (several models share them); None loads them here.
         **options: explainer options (:func:`cxrlib.explain.factory.make_explainer`), e.g.
             ``min_cam_size=8`` for Grad-CAM or ``epsilon=1e-7`` for LRP.
 
@@ -138,7 +146,6 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
     """
     from tqdm.std import tqdm  # plain text bar: tqdm.auto warns (IProgress) without ipywidgets
 
-    from cxrlib.data.pipeline import load_images
     from cxrlib.explain.base import canonical_method
     from cxrlib.explain.factory import ExplainerCache
 
@@ -148,9 +155,8 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
     model_name = model_name or model_path.parent.name or model_path.stem
     df = df.reset_index(drop=True)
     stems = _stems(df["path"].tolist())
-    # validate every image before any long work (raises naming the bad files)
-    x = load_images(df, root, image_size, channels=channels, backbone=backbone, resize_mode=resize_mode)
-    shown = load_images(df, root, image_size, channels=1, backbone=None, resize_mode=resize_mode, check=False)
+    x, shown = images if images is not None else load_for_explaining(df, root, image_size, channels, backbone,
+                                                                      resize_mode)
     n = len(df)
     cls = None if class_index is None else np.broadcast_to(np.asarray(class_index, dtype=int), (n,))
     index = []
@@ -164,6 +170,20 @@ def explain_manifest(df: pd.DataFrame, root: str | os.PathLike, model_path: str 
         if explainers is None:
             cache.close()
     return pd.concat(index, ignore_index=True) if index else pd.DataFrame()
+
+
+def load_for_explaining(df: pd.DataFrame, root, image_size: int = 64, channels: int = 3,
+                        backbone: str = "compact_densenet", resize_mode: str = "pad") -> tuple[np.ndarray, np.ndarray]:
+    """``(x, shown)``: the rows' model inputs [N, H, W, C] and their 0..255 gray display [N, H, W].
+
+    Every image is checked first (the error names the bad files), before any long work.
+    """
+    from cxrlib.data.pipeline import load_images
+
+    df = df.reset_index(drop=True)
+    x = load_images(df, root, image_size, channels=channels, backbone=backbone, resize_mode=resize_mode)
+    shown = load_images(df, root, image_size, channels=1, backbone=None, resize_mode=resize_mode, check=False)
+    return x, shown
 
 
 def _explain_method(method, explainer, x, shown, df, stems, folder: Path, model_name, cls, classes,
@@ -220,7 +240,10 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
 
     Runs :func:`explain_manifest` per model (files under ``out_dir/<model>/<method>/``, resumable)
     with one :class:`cxrlib.explain.factory.ExplainerCache` for all of them, then reads the maps
-    back.
+    back. The images are loaded once for all models. LRP runs in its own worker process
+    (:mod:`cxrlib.explain.lrp`): its methods are driven from a second thread, which mostly waits
+    for that process, while Grad-CAM computes in this one, so the two use both cores
+    (``benchmarks/bench_heatmaps_overlap.py``).
 
     Args:
         models: ``{model name: stage folder or .h5 file}``.
@@ -243,10 +266,24 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
     options = {k: kwargs.pop(k) for k in list(kwargs) if k not in _MANIFEST_ARGS}
     out: dict[tuple[str, str], Heatmaps] = {}
     cache = explainers if explainers is not None else ExplainerCache(**options)
-    try:
+
+    def run(some: list[str]) -> None:  # every model with some of the methods
         for name, model in models.items():
-            explain_manifest(df, root, model_file(model), out_dir, methods=methods, model_name=name,
-                             explainers=cache, **kwargs)
+            explain_manifest(df, root, model_file(model), out_dir, methods=some, model_name=name,
+                             explainers=cache, images=images, **kwargs)
+
+    lrp = [m for m in methods if canonical_method(m).startswith("lrp")]
+    cam = [m for m in methods if m not in lrp]
+    try:
+        images = load_for_explaining(df, root, **{k: kwargs[k] for k in _LOAD_ARGS if k in kwargs})
+        if lrp and cam:
+            with ThreadPoolExecutor(1, thread_name_prefix="cxr-lrp") as pool:
+                pending = pool.submit(run, lrp)  # waits on the LRP process ...
+                run(cam)                         # ... while Grad-CAM computes here
+                pending.result()
+        else:
+            run(list(methods))
+        for name in models:
             for method in methods:
                 index, maps = read_heatmaps(Path(out_dir) / name / method)
                 order = pd.Index(index["path"]).get_indexer(df["path"])  # rows of df in the index
@@ -262,3 +299,4 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
 
 _MANIFEST_ARGS = ("classes", "image_size", "channels", "backbone", "resize_mode", "class_index", "overlays",
                   "batch_size", "overwrite", "progress")
+_LOAD_ARGS = ("image_size", "channels", "backbone", "resize_mode")

@@ -208,11 +208,13 @@ def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, st
     A model of the shortcut lesson learnt a text marker that its training images carry on one
     class; on the clean images the marker is not tied to the class, so it is audited (relevance
     on the text) and ablated (text masked vs a control region) on the twin's version of the same
-    images. Clean models reuse ``heatmaps`` (computed on ``rows``).
+    images. Clean models reuse ``heatmaps`` (computed on ``rows``), and share one ablation (the
+    test images are loaded once for them).
     """
     from cxrlib.explain.batch import explain_models
 
-    audits, ablations = [], []
+    audits = []
+    by_test: dict[int, tuple[pd.DataFrame, dict[str, Path]]] = {}  # models that see the same test rows
     for key, path in models.items():
         mine = own_rows(rows, run_dir, key)
         maps = {k: h for k, h in heatmaps.items() if k[0] == key}
@@ -220,5 +222,10 @@ def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, st
             maps = explain_models({key: path}, mine, root, Path(explain_dir) / key.replace("/", "_"), methods,
                                   classes=classes, image_size=image_size, backbone=backbone, **explain_settings)
         audits.append(audit_heatmaps(maps, mine, root, image_size))
-        ablations.append(ablation_table({key: path}, own_rows(test, run_dir, key), root, image_size, backbone, classes))
-    return pd.concat(audits, ignore_index=True), pd.concat(ablations, ignore_index=True)
+        own_test = own_rows(test, run_dir, key)  # `test` itself for a clean model
+        by_test.setdefault(id(own_test), (own_test, {}))[1][key] = path
+    ablation = pd.concat([ablation_table(group, t, root, image_size, backbone, classes) for t, group in by_test.values()],
+                         ignore_index=True)
+    order = {key: i for i, key in enumerate(models)}  # one block per model, in the order of `models`
+    ablation = ablation.sort_values("model", key=lambda m: m.map(order), kind="stable", ignore_index=True)
+    return pd.concat(audits, ignore_index=True), ablation

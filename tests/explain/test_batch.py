@@ -92,3 +92,11 @@ def test_explain_models_keys_by_model_and_method_in_row_order(phantom_model, tmp
         assert h.maps.shape == (4, 32, 32) and h.signed == method.startswith("lrp")
         for i, p in enumerate(rows["path"]):  # resumed file order differs; maps follow the rows
             np.testing.assert_array_equal(h.maps[i], maps[list(index["path"]).index(p)])
+    # LRP ran in a second thread beside Grad-CAM: the maps are those each explainer gives alone
+    from cxrlib.explain.batch import load_for_explaining
+    from cxrlib.explain.factory import make_explainer
+
+    x, _ = load_for_explaining(rows, root, 32, 3, "plain_cnn")
+    for method in ("gradcam", "lrp.epsilon"):
+        with make_explainer(method, model_path, min_cam_size=4) as alone:
+            np.testing.assert_allclose(got[("b", method)].maps, alone.explain(x).maps, rtol=1e-5, atol=1e-6)
