@@ -63,6 +63,19 @@ images, and from 2.05x / 0.48 to 2.07x / 0.52 on all 54 fold-0 test images with 
 (pointing game on COVID-19 lesions 0.30 -> 0.41, pneumonia 0.67 -> 0.63); paper A's
 ``domain_extension`` 1.48x / 0.12 -> 1.38x / 0.12. Training is unchanged, so LRP is too.
 
+Training and size, same day (``cxr run paper_b --force --set ...``, fold 0, Grad-CAM on all 54
+test images with a lesion, ``twice`` / ``twice_onk``): shipped before (4 epochs, best
+val macro-F1) 1.69x / 0.48, 2.07x / 0.52; ``transfer.train.monitor=val_loss`` 1.99x / 0.61,
+2.03x / 0.67; + 5 epochs 2.06x / 0.63, 2.03x / 0.67; + 6 epochs (shipped since) 2.06x / 0.63,
+2.29x / 0.74; + 8 epochs 2.06x / 0.63, 2.02x / 0.67; + 10 epochs 2.19x / 0.67, 2.02x / 0.67;
+6 epochs at 56 px 1.62x / 0.37, 2.35x / 0.59. With best macro-F1: ``transfer.train.lr=0.002``
+1.73x / 0.43, 1.84x / 0.57; conspicuity 5 1.73x / 0.37, 1.86x / 0.41; 6 epochs 1.69x / 0.48,
+2.29x / 0.74 (``twice`` kept its epoch-2 model). On the report's 16 images: ``stage.augment``
+2.29x / 0.56, 2.19x / 0.38; 64 px 2.50x / 0.50, 2.18x / 0.44 (early-advantage claim p = 0.13);
+``compact_blocks [2]`` (27-px receptive fields) 1.72x / 0.25, 1.84x / 0.38. Grad-CAM's mass
+inside the lesion stays near 2x on every well-trained model: the 43-px receptive fields of the
+12x12 cells blur the evidence, and which of two equally good models lands is chance.
+
 Models must be *flat* (backbone layers in the same functional graph as the head, see
 ``cxrlib.models.build_model``); a nested backbone model makes the penultimate layer unreachable
 and the error below says so.
