@@ -72,7 +72,9 @@ val macro-F1) 1.69x / 0.48, 2.07x / 0.52; ``transfer.train.monitor=val_loss`` 1.
 1.73x / 0.43, 1.84x / 0.57; conspicuity 5 1.73x / 0.37, 1.86x / 0.41; 6 epochs 1.69x / 0.48,
 2.29x / 0.74 (``twice`` kept its epoch-2 model). On the report's 16 images: ``stage.augment``
 2.29x / 0.56, 2.19x / 0.38; 64 px 2.50x / 0.50, 2.18x / 0.44 (early-advantage claim p = 0.13);
-``compact_blocks [2]`` (27-px receptive fields) 1.72x / 0.25, 1.84x / 0.38. Grad-CAM's mass
+``compact_blocks [2]`` (27-px receptive fields) 1.72x / 0.25, 1.84x / 0.38; ``compact_blocks [3]``
+(35 px; 6 epochs, lowest validation loss) 2.21x / 0.44, 2.21x / 0.56 (all 54: 2.26x / 0.44,
+2.12x / 0.48; the ONK claim lost its significance, p = 0.18). Grad-CAM's mass
 inside the lesion stays near 2x on every well-trained model: the 43-px receptive fields of the
 12x12 cells blur the evidence, and which of two equally good models lands is chance.
 
