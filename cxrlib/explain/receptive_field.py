@@ -42,8 +42,12 @@ def half_pixel(n_cells: int, n_pixels: int) -> Axis:
     return (stride - 1) / 2, stride
 
 
-def _spatial_shape(shape) -> tuple[Any, Any] | None:
-    shape = tuple(shape)
+def _spatial_shape(layer) -> tuple[Any, Any] | None:
+    """(h, w) of a layer's 4-D output; None when not 4-D or ambiguous (a layer called twice)."""
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # shared layer: several outputs
+        return None
     return (shape[1], shape[2]) if len(shape) == 4 else None
 
 
@@ -112,11 +116,11 @@ def cell_centres(model, layer: str) -> tuple[Axis, Axis] | None:
             grids[lay.name] = ((0.0, 1.0), (0.0, 1.0))
         else:
             known = [grids.get(p.name) for p in parents]
-            out_hw = _spatial_shape(lay.output.shape)
+            out_hw = _spatial_shape(lay)
             if any(g is None for g in known) or out_hw is None or len(set(known)) > 1:
                 grids[lay.name] = None  # unknown, not spatial, or branches on different grids
             else:
-                geom = _layer_axes(lay, _spatial_shape(parents[0].output.shape), out_hw)
+                geom = _layer_axes(lay, _spatial_shape(parents[0]), out_hw)
                 if geom is None:
                     grids[lay.name] = None
                 elif geom == "same":
