@@ -125,6 +125,3 @@ def model_manifest(run_dir: str | os.PathLike, model_key: str) -> Path:
     """
     stem = SHORTCUT_MANIFEST if model_key.startswith(f"{SHORTCUT_PREFIX}/") else "target"
     return Path(run_dir) / "stages" / "01_data" / f"{stem}.csv"
-
-
-# ----------------------------------------------------------------------------- notebook 5's lesson
