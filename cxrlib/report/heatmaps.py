@@ -212,9 +212,10 @@ def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, st
     test images are loaded once for them).
     """
     from cxrlib.explain.batch import explain_models
+    from cxrlib.report.shortcut import model_manifest
 
     audits = []
-    by_test: dict[int, tuple[pd.DataFrame, dict[str, Path]]] = {}  # models that see the same test rows
+    by_manifest: dict[Path, dict[str, Path]] = {}  # models trained on the same manifest see the same test rows
     for key, path in models.items():
         mine = own_rows(rows, run_dir, key)
         maps = {k: h for k, h in heatmaps.items() if k[0] == key}
@@ -222,10 +223,9 @@ def audit_and_ablate(models: Mapping[str, Path], heatmaps: Mapping[tuple[str, st
             maps = explain_models({key: path}, mine, root, Path(explain_dir) / key.replace("/", "_"), methods,
                                   classes=classes, image_size=image_size, backbone=backbone, **explain_settings)
         audits.append(audit_heatmaps(maps, mine, root, image_size))
-        own_test = own_rows(test, run_dir, key)  # `test` itself for a clean model
-        by_test.setdefault(id(own_test), (own_test, {}))[1][key] = path
-    ablation = pd.concat([ablation_table(group, t, root, image_size, backbone, classes) for t, group in by_test.values()],
-                         ignore_index=True)
+        by_manifest.setdefault(model_manifest(run_dir, key), {})[key] = path
+    ablation = pd.concat([ablation_table(group, own_rows(test, run_dir, next(iter(group))), root, image_size, backbone,
+                                         classes) for group in by_manifest.values()], ignore_index=True)
     order = {key: i for i, key in enumerate(models)}  # one block per model, in the order of `models`
     ablation = ablation.sort_values("model", key=lambda m: m.map(order), kind="stable", ignore_index=True)
     return pd.concat(audits, ignore_index=True), ablation
