@@ -235,10 +235,48 @@ def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, metric: str | Callable 
     t, p = to_indices(y_true), np.asarray(y_prob).argmax(axis=1)
     rng = np.random.default_rng(seed)
     n = len(t)
-    stats = np.array([fn(t[idx], p[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))])
+    if isinstance(metric, str) and metric in _FROM_CONFUSION:  # same resamples, no Python loop
+        stats = _FROM_CONFUSION[metric](_resampled_confusion(t, p, rng, n_boot))
+    else:
+        stats = np.array([fn(t[idx], p[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))])
     return {"metric": metric if isinstance(metric, str) else getattr(metric, "__name__", "metric"),
             "estimate": float(fn(t, p)), "low": float(np.quantile(stats, alpha / 2)),
             "high": float(np.quantile(stats, 1 - alpha / 2)), "n_boot": int(n_boot), "alpha": alpha}
+
+
+def _resampled_confusion(t: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Confusion counts [n_boot, K, K] (rows true, columns predicted) of ``n_boot`` resamples.
+
+    Draws exactly the indices of ``n_boot`` successive ``rng.integers(0, n, n)`` calls (one
+    stream, taken in blocks), so it matches the per-resample loop of :func:`bootstrap_ci`.
+    """
+    n, k = len(t), int(max(t.max(initial=0), p.max(initial=0))) + 1
+    per = max(1, 2_000_000 // max(n, 1))  # resamples per block: ~16 MB of indices
+    out = []
+    for s in range(0, n_boot, per):
+        idx = rng.integers(0, n, size=(min(per, n_boot - s), n))  # [b, n]
+        cell = (np.arange(len(idx))[:, None] * k + t[idx]) * k + p[idx]  # [b, n] flat (resample, true, pred)
+        out.append(np.bincount(cell.ravel(), minlength=len(idx) * k * k).reshape(len(idx), k, k))
+    return np.concatenate(out) if out else np.zeros((0, k, k), np.int64)
+
+
+def _accuracy_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """[B] accuracy of confusion counts [B, K, K] (``accuracy_score``)."""
+    return np.trace(cm, axis1=1, axis2=2) / cm.sum(axis=(1, 2))
+
+
+def _macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """[B] ``f1_score(average="macro", zero_division=0)`` of confusion counts [B, K, K]: the mean
+    of 2 TP / (2 TP + FP + FN) over the classes present in the resample's truth or predictions."""
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)  # [B, K]
+    denom = cm.sum(axis=2) + cm.sum(axis=1)  # [B, K] = 2 TP + FN + FP
+    present = denom > 0
+    f1 = np.where(present, 2 * tp / np.where(present, denom, 1), 0.0)
+    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+
+# bootstrap_ci metrics computed from per-resample confusion counts (equal to METRIC_FUNCS, tested)
+_FROM_CONFUSION = {"accuracy": _accuracy_from_confusion, "macro_f1": _macro_f1_from_confusion}
 
 
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:

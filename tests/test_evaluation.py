@@ -96,6 +96,26 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     assert a["estimate"] == pytest.approx(skm.accuracy_score(Y_TRUE, Y_PROB.argmax(1)))
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_bootstrap_from_confusion_counts_equals_the_sklearn_loop(metric):
+    """The vectorised resamples are the loop's resamples, and each statistic is sklearn's."""
+    rng = np.random.default_rng(5)
+    for n, k in ((40, 3), (7, 4), (1, 2)):  # small sets: resamples that miss whole classes
+        t = rng.integers(0, k, n)
+        prob = rng.random((n, k))
+        fast = evaluation.bootstrap_ci(t, prob, metric, n_boot=200, seed=11)
+        slow = evaluation.bootstrap_ci(t, prob, evaluation.METRIC_FUNCS[metric], n_boot=200, seed=11)
+        for key in ("estimate", "low", "high"):
+            assert fast[key] == pytest.approx(slow[key], abs=1e-12), (n, k, key)
+        assert fast["metric"] == metric
+    # per resample, not only the quantiles
+    t, p = rng.integers(0, 3, 25), rng.integers(0, 3, 25)
+    cm = evaluation._resampled_confusion(t, p, np.random.default_rng(2), 50)
+    loop = np.random.default_rng(2)
+    want = [evaluation.METRIC_FUNCS[metric](t[i], p[i]) for i in (loop.integers(0, 25, 25) for _ in range(50))]
+    assert np.allclose(evaluation._FROM_CONFUSION[metric](cm), want, atol=1e-12)
+
+
 def test_mcnemar_exact_binomial():
     t = np.zeros(30, int)
     pa = np.zeros(30, int)
