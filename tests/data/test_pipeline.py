@@ -324,6 +324,41 @@ def test_cached_and_uncached_pipelines_give_identical_tensors(tmp_path):
     np.testing.assert_array_equal(one[0], ref[0])
 
 
+def test_memory_caches_reuse_pixels_decoded_in_this_process(tmp_path, monkeypatch):
+    """A fold's splits are filled from the pixels an earlier split decoded; a rewritten file, another
+    geometry or a full memo decode again, and the tensors never change."""
+    import os
+
+    from cxrlib.data import cache as C
+
+    C.clear_decoded()
+    names = _noise_images(tmp_path, 6, bits=8)
+    df = _manifest(names)
+    kw = dict(image_size=9, channels=3, backbone=None, batch_size=4, cache="memory", check=False)
+    decoded = []
+    real = C.stored_dataset
+    monkeypatch.setattr(C, "stored_dataset", lambda paths, *a: decoded.append(len(paths)) or real(paths, *a))
+    first = _all(P.make_dataset(df.iloc[:4], tmp_path, CLASSES, **kw))      # "train": 4 decoded
+    second = _all(P.make_dataset(df, tmp_path, CLASSES, **kw))              # all 6: only the 2 new ones
+    assert decoded == [4, 2]
+    np.testing.assert_array_equal(second[:4], first)
+    monkeypatch.setattr(C, "stored_dataset", real)
+    np.testing.assert_array_equal(second, _all(P.make_dataset(df, tmp_path, CLASSES, **{**kw, "cache": None})))
+    monkeypatch.setattr(C, "stored_dataset", lambda paths, *a: decoded.append(len(paths)) or real(paths, *a))
+    # a file rewritten in place (new pixels, new mtime) is decoded again, with its new pixels
+    Image.fromarray(np.full((20, 14), 7, np.uint8)).save(tmp_path / names[0])
+    os.utime(tmp_path / names[0], ns=(1, 1))
+    third = _all(P.make_dataset(df.iloc[:1], tmp_path, CLASSES, **kw))
+    assert decoded[-1] == 1 and third.max() == 7.0  # its new pixels (7, and the padding's 0)
+    _all(P.make_dataset(df, tmp_path, CLASSES, **{**kw, "image_size": 11}))   # other geometry: all 6
+    assert decoded[-1] == 6
+    C.clear_decoded()
+    monkeypatch.setattr(C, "DECODED_LIMIT", 0)  # nothing kept: every build decodes
+    _all(P.make_dataset(df, tmp_path, CLASSES, **kw))
+    _all(P.make_dataset(df, tmp_path, CLASSES, **kw))
+    assert decoded[-2:] == [6, 6]
+
+
 def test_cache_is_one_byte_per_pixel_and_memory_cache_refused_when_too_big(tmp_path, monkeypatch):
     from cxrlib.data import cache as C
 
