@@ -162,12 +162,14 @@ def run_experiments(configs: Sequence[str | os.PathLike | Mapping[str, Any]], ou
         RunInterrupted: Ctrl-C (every run's running notebooks stopped and recorded).
         RunFailed: the first run with a failed notebook, after every run finished what it could.
     """
-    # every config is loaded and checked before any run folder is made or marked running
+    # every config is loaded and checked (plan, notebooks, --data, kernel) before any run folder
+    # is made or marked running: a bad second experiment leaves no prepared first run behind
     cfgs = [dict(c) if isinstance(c, Mapping) else load_experiment(c, smoke=smoke, overrides=overrides)
             for c in configs]
+    checked = [_Run.check(cfg, data_root, only, notebooks_dir) for cfg in cfgs]
     runs = [_Run.open(cfg, out=out, data_root=data_root, force=force, run_id=run_id, only=only,
-                      notebooks_dir=notebooks_dir, stream=stream, name_lines=len(cfgs) > 1)
-            for cfg in cfgs]
+                      notebooks_dir=notebooks_dir, stream=stream, name_lines=len(cfgs) > 1, checked=c)
+            for cfg, c in zip(cfgs, checked)]
     try:
         run_many([r.scheduler for r in runs], jobs)
     except KeyboardInterrupt:
@@ -198,22 +200,29 @@ class _Run:
     scheduler: Scheduler
     t0: float
 
-    @classmethod
-    def open(cls, cfg: dict[str, Any], out, data_root, force, run_id, only, notebooks_dir, stream,
-             name_lines: bool = False) -> "_Run":
+    @staticmethod
+    def check(cfg: dict[str, Any], data_root, only, notebooks_dir) -> tuple[Path, list[Stage]]:
+        """(notebooks folder, stages to run) once everything a run needs before its folder exists
+        holds: ``--data`` for real data, a plan, its notebooks, the kernel. Nothing is written."""
         nb_dir = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
         if cfg["data"]["kind"] == "real":
             if not data_root:
                 raise ValueError(f"{cfg['name']}: data.kind is 'real': give the datasets' root with --data ROOT")
             if not Path(data_root).is_dir():
                 raise ValueError(f"--data {data_root}: folder not found")
-        chash = config_hash(cfg)
         plan = select_stages(build_plan(cfg), only)
         missing_nb = sorted({s.notebook for s in plan if not (nb_dir / s.notebook).is_file()})
         if missing_nb:
             raise FileNotFoundError(f"notebook(s) not found in {nb_dir}: {', '.join(missing_nb)}")
         check_kernel()
+        return nb_dir, plan
 
+    @classmethod
+    def open(cls, cfg: dict[str, Any], out, data_root, force, run_id, only, notebooks_dir, stream,
+             name_lines: bool = False, checked: tuple[Path, list[Stage]] | None = None) -> "_Run":
+        """Make (or resume) the run folder and its scheduler; ``checked``: :meth:`check`'s result."""
+        nb_dir, plan = checked if checked is not None else cls.check(cfg, data_root, only, notebooks_dir)
+        chash = config_hash(cfg)
         run_dir, resumed, info = prepare_run(cfg, out, run_id=run_id, force=force, data_root=data_root)
         config_path = run_dir / "config.yaml"
         progress = Progress({s.id: s.weight for s in plan}, stream=stream, name=cfg["name"] if name_lines else "",

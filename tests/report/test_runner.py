@@ -136,3 +136,16 @@ def test_failed_notebook_stops_run_and_keeps_partial(fake, capsys):
     assert exc.stage_id in result.executed
     attempts = list((exc.run_dir / "stages" / ".attempts").iterdir())
     assert any(a.name.startswith(exc.stage_id) for a in attempts)
+
+
+def test_a_bad_second_experiment_prepares_no_run_of_the_first(fake):
+    """``cxr demo`` checks every experiment (plan, notebooks, --data) before making any run folder."""
+    from cxrlib.report.runner import run_experiments
+
+    nb_dir, cfg_path, out = fake
+    cfg = yaml.safe_load(cfg_path.read_text())
+    real = cfg_path.with_name("toy_real.yaml")
+    real.write_text(yaml.safe_dump({**cfg, "name": "toy_real", "data": {"kind": "real"}}))
+    with pytest.raises(ValueError, match=r"toy_real: data.kind is 'real': give the datasets' root"):
+        run_experiments([cfg_path, real], out=out, notebooks_dir=nb_dir)
+    assert not out.exists() or not any(out.iterdir())  # the first experiment's run was not prepared
