@@ -221,8 +221,10 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
                         label="evaluation: strategies compared", weight=12.0))
     summary_deps = ["04_cross_validation"]
     if cfg.get("heatmaps"):
+        # only the stages of the models it explains: it can start while other strategies still train
+        explained = [f"03_transfer-{name}" for name in explained_strategies(cfg)]
         stages.append(Stage("05_heatmaps", "heatmaps", NOTEBOOKS["heatmaps"],
-                            depends=tuple(["01_data"] + transfer_ids + ([shortcut.id] if shortcut else [])),
+                            depends=tuple(["01_data"] + explained + ([shortcut.id] if shortcut else [])),
                             label="heatmaps: Grad-CAM / LRP, scores, shortcut audit",
                             weight=30.0 + 5.0 * int(cfg["heatmaps"].get("n_images", 8))))
         summary_deps.append("05_heatmaps")
@@ -237,6 +239,23 @@ def build_plan(cfg: Mapping[str, Any]) -> list[Stage]:
                         label="summary: papers' claims vs this run", weight=8.0))
     return stages
 
+
+
+def explained_strategies(cfg: Mapping[str, Any]) -> list[str]:
+    """Strategies whose models notebook 5 explains: ``heatmaps.strategies`` (default: all), then the
+    shortcut lesson's clean model (``shortcut_demo.clean``) when it is not among them.
+
+    Raises:
+        ValueError: a name of ``heatmaps.strategies`` that is not a strategy of the config.
+    """
+    names = list((cfg.get("heatmaps") or {}).get("strategies") or list(cfg["strategies"]))
+    unknown = [n for n in names if n not in cfg["strategies"]]
+    if unknown:
+        raise ValueError(f"heatmaps.strategies: {unknown} not among strategies {list(cfg['strategies'])}")
+    lesson = shortcut_options(cfg)
+    if lesson is not None and lesson["clean"] not in names:
+        names.append(lesson["clean"])
+    return names
 
 
 def shortcut_stage(cfg: Mapping[str, Any], k: int | None = None) -> Stage | None:

@@ -39,6 +39,14 @@ def test_plan_adds_one_shortcut_stage_outside_the_strategies():
     assert all("shortcut" not in s.id for s in plan if s.kind == "transfer")
     without = {k: v for k, v in cfg.items() if k != "shortcut_demo"}
     assert not [s for s in build_plan(without) if s.kind == "shortcut"]
+    # notebook 5 waits for the models it explains only (twice + ONK, the clean twice, the lesson
+    # model): it can start while `imagenet` still trains
+    assert set(heat.depends) == {"01_data", "03_transfer-twice_onk", "03_transfer-twice", stage.id}
+    every = next(s for s in build_plan({**without, "heatmaps": {**cfg["heatmaps"], "strategies": None}})
+                 if s.kind == "heatmaps")
+    assert set(every.depends) == {"01_data"} | {f"03_transfer-{n}" for n in cfg["strategies"]}
+    with pytest.raises(ValueError, match=r"heatmaps\.strategies: \['nope'\]"):
+        build_plan({**cfg, "heatmaps": {**cfg["heatmaps"], "strategies": ["nope"]}})
 
 
 def test_shortcut_block_errors_name_the_key():
