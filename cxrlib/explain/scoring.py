@@ -29,6 +29,9 @@ API (stable):
   ``(model, method)`` of ``cxrlib.explain.batch.explain_models``.
 - ``localisation_summary(scores)``: mean, std, 95 % interval half-width, chance and
   mean / chance per model, method, metric.
+- ``landing_table(summary, accuracy=None)``: per model and method, does the heatmap *land*
+  (mass inside at least ``LANDS_MASS`` x chance and pointing game at least ``LANDS_POINTING``),
+  with the mass's 95 % interval in x chance and whether the interval clears the bar.
 
 Heatmaps are taken as given: signed LRP relevance or [0, 1] Grad-CAM maps; only the positive
 part counts as evidence for the explained class in ``mass_inside``. An all-zero map has no
@@ -44,6 +47,10 @@ import numpy as np
 import pandas as pd
 
 METRICS: tuple[str, ...] = ("mass_inside", "pointing_game", "auc")
+# A heatmap "lands" on the lesions (issue 11): at least twice the chance mass inside the masks
+# and the hottest pixel inside on at least half of the images.
+LANDS_MASS = 2.0
+LANDS_POINTING = 0.5
 
 
 def _pair(heatmap: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -358,3 +365,32 @@ def localisation_summary(scores: pd.DataFrame) -> pd.DataFrame:
     out["chance"] = np.where(out["metric"] == "auc", 0.5, g["mask_fraction"].mean().to_numpy())
     out["x_chance"] = out["mean"] / out["chance"]
     return out
+
+
+def landing_table(summary: pd.DataFrame, accuracy: dict[str, float] | None = None,
+                  mass: float = LANDS_MASS, pointing: float = LANDS_POINTING) -> pd.DataFrame:
+    """Per model and method of :func:`localisation_summary`: does the heatmap land on the lesions?
+
+    Columns: ``model, method, accuracy`` (the model's test accuracy when given, so a reader sees
+    which model is the best), ``n`` (scored images), ``mass_x_chance`` and ``mass_x_ci95`` (the
+    mean mass inside over chance and its 95 % half-width in the same unit), ``pointing_game``,
+    ``lands`` (``mass_x_chance >= mass`` and ``pointing_game >= pointing``) and ``clear``
+    (lands with the lower end of the mass interval above ``mass`` too: not a matter of which
+    images were drawn). Models in the order of ``accuracy`` (then the summary's), methods in the
+    summary's order.
+    """
+    by = summary.set_index(["model", "method", "metric"])
+    pairs = summary[["model", "method"]].drop_duplicates()
+    rows = []
+    for model, method in pairs.itertuples(index=False):
+        m, p = by.loc[(model, method, "mass_inside")], by.loc[(model, method, "pointing_game")]
+        x, ci = float(m["x_chance"]), float(m["ci95"] / m["chance"]) if m["chance"] else float("nan")
+        rows.append({"model": model, "method": method,
+                     "accuracy": (accuracy or {}).get(model, float("nan")), "n": int(m["n"]),
+                     "mass_x_chance": x, "mass_x_ci95": ci, "pointing_game": float(p["mean"]),
+                     "lands": bool(x >= mass and p["mean"] >= pointing),
+                     "clear": bool(x - ci >= mass and p["mean"] >= pointing)})
+    out = pd.DataFrame(rows, columns=["model", "method", "accuracy", "n", "mass_x_chance", "mass_x_ci95",
+                                      "pointing_game", "lands", "clear"])
+    order = {m: i for i, m in enumerate(dict.fromkeys(list(accuracy or {}) + out["model"].tolist()))}
+    return out.sort_values("model", key=lambda c: c.map(order), kind="stable", ignore_index=True)

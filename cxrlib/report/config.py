@@ -42,7 +42,7 @@ DEFAULT_SMOKE: dict[str, Any] = {
     "split": {"k": 2},
     "source": {"train": {"epochs": 1}},
     "transfer": {"train": {"epochs": 1}},
-    "heatmaps": {"n_images": 4},
+    "heatmaps": {"n_images": 4, "n_scored": 8},
 }
 
 
@@ -170,6 +170,13 @@ def validate_experiment(cfg: Mapping[str, Any], name: str = "config") -> None:
             check(str(sname), opts)
         except ValueError as exc:
             raise ConfigError(f"{name}: strategies.{sname}: {exc}") from exc
+    if isinstance(cfg.get("heatmaps"), Mapping):
+        from cxrlib.report.heatmaps import scored_count
+
+        try:
+            scored_count(cfg["heatmaps"])
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from exc
     validate_external(cfg.get("external"), name)
 
 

@@ -3,13 +3,14 @@
 Heatmaps, scores and the shortcut audit are cxrlib.explain's (Grad-CAM via tf-keras-vis,
 LRP via iNNvestigate in a graph-mode worker process that loads ``model.h5``). Here: the choice
 of models and images from the run config (``heatmap_fold``, ``heatmap_models``,
-``select_images``, ``marker_rows``, ``fold_test_rows``), the explainer options of the
-``heatmaps`` config block (``explainer_options``), and the notebook's tables and picks
-(``display_maps``, ``failure_cases``, ``audit_heatmaps``, ``ablation_table``,
-``shortcut_table``).
+``select_images``, ``scored_count``, ``shown_positions``, ``marker_rows``, ``fold_test_rows``),
+the explainer options of the ``heatmaps`` config block (``explainer_options``), and the
+notebook's tables and picks (``display_maps``, ``fold_accuracy``, ``failure_cases``,
+``audit_heatmaps``, ``ablation_table``, ``shortcut_table``).
 
 Config keys of the ``heatmaps`` block read here: ``methods``, ``strategies``, ``fold``,
-``n_images``, ``min_cam_size`` (smallest Grad-CAM feature map side, see
+``n_images`` (images the grids show), ``n_scored`` (images explained and scored, ``all`` or a
+count; default ``n_images``), ``min_cam_size`` (smallest Grad-CAM feature map side, see
 ``cxrlib.explain.gradcam.target_layer``), ``lrp`` (iNNvestigate analyzer parameters, e.g.
 ``{epsilon: 1.0e-7}``).
 """
@@ -24,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.report.plan import HOLDOUT, fold_ids
+
+ALL = "all"  # heatmaps.n_scored: every scorable test image of the heatmap fold
 
 
 def heatmap_fold(cfg: Mapping[str, Any]) -> int:
@@ -45,17 +48,12 @@ def heatmap_models(ctx) -> dict[str, Path]:
     and the model trained on the text-shortcut twin side by side, the latter keyed
     ``shortcut/<strategy>`` (e.g. ``shortcut/twice``).
     """
-    from cxrlib.report.plan import fits
+    from cxrlib.report.plan import explained_strategies, fits
     from cxrlib.report.shortcut import SHORTCUT_PREFIX, shortcut_options
 
     cfg = ctx.cfg
-    names = list((cfg.get("heatmaps") or {}).get("strategies") or list(cfg["strategies"]))
-    unknown = [n for n in names if n not in cfg["strategies"]]
-    if unknown:
-        raise ValueError(f"heatmaps.strategies: {unknown} not among strategies {list(cfg['strategies'])}")
+    names = explained_strategies(cfg)
     lesson = shortcut_options(cfg)
-    if lesson is not None and lesson["clean"] not in names:
-        names.append(lesson["clean"])
     fold = heatmap_fold(cfg)
     on_fold = {f.strategy: f.path(ctx.run_dir) for f in fits(cfg) if f.fold == fold}
     out = {name: on_fold[name] for name in names if name in on_fold}  # config order, the lesson's clean model last
@@ -65,7 +63,7 @@ def heatmap_models(ctx) -> dict[str, Path]:
     return out
 
 
-def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed: int = 0) -> pd.DataFrame:
+def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int | None = 8, seed: int = 0) -> pd.DataFrame:
     """Up to ``n`` test images of :func:`heatmap_fold`, spread over the classes with lesions.
 
     Images with a ground-truth mask are preferred (they can be scored); without masks in
@@ -74,7 +72,7 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
     Args:
         target: the run's target manifest (with ``fold`` or ``split``).
         cfg: resolved config.
-        n: number of images.
+        n: number of images; None: all of them, in manifest order (``heatmaps.n_scored: all``).
         seed: sampling seed.
     """
     fold = heatmap_fold(cfg)
@@ -84,11 +82,46 @@ def select_images(target: pd.DataFrame, cfg: Mapping[str, Any], n: int = 8, seed
         test = test[(test["mask_path"] != "") & (test["label"] != "normal")]
     if len(test) == 0:
         raise ValueError(f"no test image to explain on fold {fold}")
-    labels = list(dict.fromkeys(test["label"]))
+    if n is None:
+        return test.reset_index(drop=True)
+    return _spread(test, n, seed).reset_index(drop=True)
+
+
+def _spread(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A sample of ``n`` of ``rows``, the same number per label (as far as each label has them)."""
+    labels = list(dict.fromkeys(rows["label"]))
     per = max(1, math.ceil(n / len(labels)))
-    parts = [test[test["label"] == c].sample(n=min(per, int((test["label"] == c).sum())), random_state=seed)
+    parts = [rows[rows["label"] == c].sample(n=min(per, int((rows["label"] == c).sum())), random_state=seed)
              for c in labels]
-    return pd.concat(parts).head(n).reset_index(drop=True)
+    return pd.concat(parts).head(n)
+
+
+def scored_count(hcfg: Mapping[str, Any]) -> int | None:
+    """How many images notebook 5 explains and scores: ``heatmaps.n_scored``, None for ``all``.
+
+    ``all`` scores every test image of the heatmap fold that has a lesion mask (the phantom
+    demos: 45-54 images, where 16 would leave a 95 % interval of about +-0.5 x chance on the mass
+    inside the lesion); an integer, that many spread over the classes. Without the key, the
+    ``n_images`` the grid shows (8 by default) are the ones scored.
+
+    Raises:
+        ValueError: anything but ``all`` or a positive integer.
+    """
+    value = hcfg.get("n_scored", hcfg.get("n_images", 8))
+    if value == ALL:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"heatmaps.n_scored must be {ALL!r} or a positive integer, got {value!r}")
+    return value
+
+
+def shown_positions(rows: pd.DataFrame, n: int, seed: int = 0) -> np.ndarray:
+    """Positions in ``rows`` (the explained images) of the ``n`` images notebook 5's grids show.
+
+    The same class-spread sample :func:`select_images` draws, so with ``n_scored: all`` the grid
+    shows the images ``select_images(target, cfg, n)`` would pick. [n] int, in sample order.
+    """
+    return _spread(rows.reset_index(drop=True), n, seed).index.to_numpy()
 
 
 def fold_test_rows(target: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
@@ -115,9 +148,26 @@ def explainer_options(hcfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def display_maps(heatmaps: Mapping[tuple[str, str], Any]) -> dict[str, np.ndarray]:
-    """``{"model / method": [N, H, W] maps in [0, 1]}`` for ``plots.heatmap_grid`` column titles."""
-    return {f"{model}\n{method}": h.display() for (model, method), h in heatmaps.items()}
+def display_maps(heatmaps: Mapping[tuple[str, str], Any], pick: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """``{"model / method": [N, H, W] maps in [0, 1]}`` for ``plots.heatmap_grid`` column titles
+    (only the images at positions ``pick`` when given)."""
+    return {f"{model}\n{method}": h.display() if pick is None else h.display()[np.asarray(pick)]
+            for (model, method), h in heatmaps.items()}
+
+
+def fold_accuracy(models: Mapping[str, Path]) -> dict[str, float]:
+    """Test accuracy of each explained model on its heatmap fold (its stage's ``metrics.json``);
+    models without that file are left out."""
+    import json
+
+    out = {}
+    for name, folder in models.items():
+        path = Path(folder) / "metrics.json"
+        if path.is_file():
+            acc = (json.loads(path.read_text()).get("test") or {}).get("accuracy")
+            if acc is not None:
+                out[name] = float(acc)
+    return out
 
 
 def failure_cases(scores: pd.DataFrame, n: int = 3) -> tuple[tuple[str, str], list[str]]:

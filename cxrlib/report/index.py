@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from cxrlib.explain.scoring import LANDS_MASS, LANDS_POINTING
 from cxrlib.io import write_text
 from cxrlib.report.locate import shown_path
 from cxrlib.report.layout import read_figures, read_run
@@ -100,14 +101,16 @@ notebook 6 sets it beside the paper's wording. Table: <a href="stages/{{ claims_
 
 {% if localisation %}<h2>Where the models look: heatmaps against the lesion masks</h2>
 <table id="localisation"><tr><th>model</th><th>method</th><th>relevance mass inside the lesion</th><th>× chance</th>
-<th>pointing game</th><th>images</th></tr>
+<th>pointing game</th><th>images</th><th>lands</th></tr>
 {% for r in localisation %}<tr><td>{{ r.model }}</td><td>{{ r.method }}</td>
 <td class="num" data-col="mass_inside" data-value="{{ r.mass }}">{{ r.mass_text }}</td>
 <td class="num" data-col="x_chance" data-value="{{ r.x_chance }}">{{ r.x_chance_text }}</td>
-<td class="num" data-col="pointing_game" data-value="{{ r.pointing }}">{{ r.pointing_text }}</td><td class="num">{{ r.n }}</td></tr>
+<td class="num" data-col="pointing_game" data-value="{{ r.pointing }}">{{ r.pointing_text }}</td><td class="num">{{ r.n }}</td>
+<td data-col="lands">{% if r.lands %}<span class="badge same">yes</span>{% else %}<span class="badge diff">no</span>{% endif %}</td></tr>
 {% endfor %}</table>
 <p class="meta">Chance = the share of the image the lesion masks cover (a map spread evenly scores it); pointing
-game = share of images whose heatmap maximum falls inside the lesion. Table:
+game = share of images whose heatmap maximum falls inside the lesion; a map lands with at least
+{{ lands_mass }}x chance inside and a pointing game of at least {{ lands_pointing }}. Table:
 <a href="stages/{{ localisation_table }}">scores_summary.csv</a>; maps and failure cases in notebook 5.</p>{% endif %}
 {% if verdicts and not (external and external.verdicts) %}<table id="shortcut-verdicts"><tr><th>model</th><th>shortcut verdict</th><th>evidence</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.model }}</td><td><b>{{ v.verdict }}</b></td><td>{{ v.evidence }}</td></tr>{% endfor %}</table>
@@ -255,6 +258,9 @@ def _localisation(run_dir: Path) -> list[dict[str, Any]]:
                        x_chance_text=format_value(r.get("x_chance"), 2))
         elif r["metric"] == "pointing_game":
             row.update(pointing=_num(r["mean"]), pointing_text=format_value(r["mean"], 2))
+    for r in by_key.values():  # _num gives text ("" for a missing value)
+        x, p = (float(r.get(k) or "nan") for k in ("x_chance", "pointing"))
+        r["lands"] = bool(x >= LANDS_MASS and p >= LANDS_POINTING)
     return [r for r in by_key.values() if "mass" in r]
 
 
@@ -319,6 +325,7 @@ def render_index(run_dir: str | os.PathLike) -> str:
         localisation=_localisation(run_dir),
         verdicts=_csv_records(run_dir / "stages" / VERDICT_TABLE),
         claims_table=CLAIMS_TABLE, localisation_table=LOCALISATION_TABLE,
+        lands_mass=f"{LANDS_MASS:g}", lands_pointing=f"{LANDS_POINTING:g}",
         summary_metrics=summary_metrics, result_files=[f"stages/{RESULTS_STAGE}/{k}.csv" for k in tables],
         figures=_figures(run_dir, info), stages=_stage_rows(run_dir, info),
         config_text=config_text, version=__version__,

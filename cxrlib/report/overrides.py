@@ -37,11 +37,12 @@ OPTIONAL_KEYS: dict[tuple[str, ...], set[str | None]] = {
     ("heatmaps", "min_cam_size"): {"integer", None},
     ("heatmaps", "lrp"): {"mapping", None},
     ("heatmaps", "n_images"): {"integer", None},
+    ("heatmaps", "n_scored"): {"integer", "text", None},   # "all" or a count (report.heatmaps.scored_count)
     ("heatmaps", "fold"): {"integer", None},
     ("heatmaps", "methods"): {"list", None},
     ("heatmaps", "strategies"): {"list", None},
 }
-POSITIVE = {"image_size", "batch_size", "channels", "epochs", "k", "n", "n_images", "max_images",
+POSITIVE = {"image_size", "batch_size", "channels", "epochs", "k", "n", "n_images", "n_scored", "max_images",
             "max_per_class"}
 
 
@@ -137,6 +138,7 @@ def check_override(cfg: Mapping[str, Any], dotted: str, value: Any, name: str = 
         expected = {kind, None} if kind is not None else {None}
         if kind == "number":
             expected.add("integer")
+        expected = OPTIONAL_KEYS.get(tuple(keys), expected)  # a key of several kinds ("all" or a count)
     if not _accepts(expected, value):
         want = " or ".join(sorted(k for k in expected if k)) or "any value"
         raise OverrideError(f"{where}: expected {want}, got {_kind(value)}")

@@ -122,3 +122,38 @@ def test_localisation_summary_reports_spread():
     assert row["mean"] == pytest.approx(0.2) and row["std"] == pytest.approx(0.1)
     assert row["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(3))
     assert row["x_chance"] == pytest.approx(2.0)
+
+
+def test_landing_table_needs_both_criteria_and_says_when_the_interval_clears():
+    import pandas as pd
+
+    from cxrlib.explain.scoring import landing_table, localisation_summary
+
+    rng = np.random.default_rng(0)
+
+    def scores(model, method, mass, pointing, spread):
+        n = 50
+        mass_vals = mass + spread * rng.standard_normal(n)
+        mass_vals = mass_vals - mass_vals.mean() + mass  # exact mean
+        hits = (np.arange(n) < round(pointing * n)).astype(float)
+        return pd.concat([
+            pd.DataFrame({"model": model, "method": method, "metric": "mass_inside", "value": mass_vals,
+                          "mask_fraction": 0.05, "path": [f"p{i}" for i in range(n)], "class": ""}),
+            pd.DataFrame({"model": model, "method": method, "metric": "pointing_game", "value": hits,
+                          "mask_fraction": 0.05, "path": [f"p{i}" for i in range(n)], "class": ""})])
+
+    summary = localisation_summary(pd.concat([
+        scores("a", "gradcam", 0.15, 0.7, 0.02),      # 3x chance, tight: lands, clear
+        scores("a", "lrp", 0.105, 0.6, 0.05),        # 2.1x chance, wide interval: lands, not clear
+        scores("b", "gradcam", 0.15, 0.4, 0.02),      # mass fine, pointing 0.4: does not land
+        scores("b", "lrp", 0.095, 0.9, 0.01),         # 1.9x chance: does not land
+    ]))
+    table = landing_table(summary, accuracy={"b": 0.9, "a": 0.8}).set_index(["model", "method"])
+    assert list(dict.fromkeys(m for m, _ in table.index)) == ["b", "a"]  # the accuracy's order
+    assert table.loc[("a", "gradcam"), ["lands", "clear"]].tolist() == [True, True]
+    assert table.loc[("a", "lrp"), ["lands", "clear"]].tolist() == [True, False]
+    assert not table.loc[("b", "gradcam"), "lands"] and not table.loc[("b", "lrp"), "lands"]
+    assert table.loc[("a", "gradcam"), "mass_x_chance"] == pytest.approx(3.0)
+    assert table.loc[("b", "lrp"), "accuracy"] == 0.9 and table.loc[("a", "lrp"), "n"] == 50
+    lrp = summary[(summary["model"] == "a") & (summary["method"] == "lrp") & (summary["metric"] == "mass_inside")]
+    assert table.loc[("a", "lrp"), "mass_x_ci95"] == pytest.approx(float(lrp["ci95"].iloc[0] / 0.05))

@@ -97,3 +97,38 @@ def test_shortcut_table_shows_enrichment_flips_control_and_verdict():
     assert t.loc["clean", "excess"] == pytest.approx(0.0)
     v = verdict.set_index("model")["verdict"]
     assert v["shortcut"] == "relevance and effect" and v["clean"] == "no evidence"
+
+
+def test_all_scorable_images_are_scored_and_the_grid_shows_the_usual_sample():
+    from cxrlib.report.heatmaps import scored_count, shown_positions
+
+    t = _target(90)
+    rows = select_images(t, KFOLD, n=None)  # heatmaps.n_scored: all
+    fold = t[(t["fold"] == "1") & (t["label"] != "normal")]
+    assert list(rows["path"]) == list(fold["path"])  # every lesion image of the test fold, in manifest order
+    shown = shown_positions(rows, 6)
+    # the grid shows exactly the images the 6-image selection picks (same sample, same order)
+    assert list(rows["path"].iloc[shown]) == list(select_images(t, KFOLD, n=6)["path"])
+    assert scored_count({"n_scored": "all", "n_images": 6}) is None
+    assert scored_count({"n_scored": 30}) == 30 and scored_count({"n_images": 6}) == 6 and scored_count({}) == 8
+    for bad in ("many", 0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="n_scored"):
+            scored_count({"n_scored": bad})
+
+
+def test_display_maps_pick_and_fold_accuracy(tmp_path):
+    import json
+
+    import numpy as np
+
+    from cxrlib.explain.base import Heatmaps
+    from cxrlib.report.heatmaps import display_maps, fold_accuracy
+
+    maps = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)
+    h = Heatmaps(maps=maps, class_index=np.zeros(5, int), prob=np.ones(5), signed=False)
+    picked = display_maps({("m", "gradcam"): h}, [3, 1])["m\ngradcam"]
+    assert picked.shape == (2, 4, 4) and np.allclose(picked, h.display()[[3, 1]])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.75}}))
+    (tmp_path / "b").mkdir()  # no metrics.json (stage not run): left out
+    assert fold_accuracy({"a": tmp_path / "a", "b": tmp_path / "b"}) == {"a": 0.75}

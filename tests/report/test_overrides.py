@@ -18,6 +18,9 @@ PAPER_B = packaged_experiments_dir() / "paper_b.yaml"
     ("transfer.train.epoch", "3", r"no key 'epoch'"),
     ("stage.imagesize", "32", r"no key 'imagesize'"),
     ("data.kind.x", "1", r"data\.kind is a text"),
+    ("heatmaps.n_scored", "0", r"heatmaps\.n_scored.*must be > 0"),
+    ("heatmaps.n_scored", "many", r"heatmaps\.n_scored must be 'all' or a positive integer, got 'many'"),
+    ("heatmaps.n_scored", "[1]", r"heatmaps\.n_scored.*expected integer or text"),
 ])
 def test_bad_overrides_are_rejected_naming_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -31,6 +34,9 @@ def test_good_overrides_including_schema_keys_not_in_the_file():
     assert cfg["transfer"]["train"]["epochs"] == 3 and cfg["stage"]["image_size"] == 48
     assert cfg["transfer"]["train"]["plateau_patience"] == 4 and cfg["source"]["max_images"] == 100
     assert cfg["strategies"]["twice"]["train"]["lr"] == 0.01
+    # heatmaps.n_scored is "all" or a count, whichever the file has
+    assert load_experiment(PAPER_B, overrides={"heatmaps.n_scored": "30"})["heatmaps"]["n_scored"] == 30
+    assert load_experiment(PAPER_B, smoke=True, overrides={"heatmaps.n_scored": "all"})["heatmaps"]["n_scored"] == "all"
 
 
 def test_cli_rejects_before_running(tmp_path, capsys):

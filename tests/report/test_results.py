@@ -94,7 +94,11 @@ def test_index_shows_the_claims_tests_and_the_localisation(tmp_path: Path):
     pd.DataFrame([{"model": "a", "method": "gradcam", "metric": "mass_inside", "mean": 0.2, "n": 12,
                    "chance": 0.08, "x_chance": 2.5},
                   {"model": "a", "method": "gradcam", "metric": "pointing_game", "mean": 0.5, "n": 12,
-                   "chance": 0.08, "x_chance": 6.25}]).to_csv(heat / "scores_summary.csv", index=False)
+                   "chance": 0.08, "x_chance": 6.25},
+                  {"model": "a", "method": "lrp", "metric": "mass_inside", "mean": 0.3, "n": 12,
+                   "chance": 0.08, "x_chance": 3.75},   # mass enough, pointing game not: does not land
+                  {"model": "a", "method": "lrp", "metric": "pointing_game", "mean": 0.45, "n": 12,
+                   "chance": 0.08, "x_chance": 5.6}]).to_csv(heat / "scores_summary.csv", index=False)
     pd.DataFrame([{"model": "a", "verdict": "no evidence", "evidence": "text enrichment 0.9"}]).to_csv(
         heat / "shortcut_verdict.csv", index=False)
     soup = BeautifulSoup(write_index(run).read_text(), "html.parser")
@@ -105,6 +109,7 @@ def test_index_shows_the_claims_tests_and_the_localisation(tmp_path: Path):
     assert "a beats b" in soup.select_one("#claims").get_text()
     assert float(soup.select_one("#localisation td[data-col=x_chance]")["data-value"]) == 2.5
     assert float(soup.select_one("#localisation td[data-col=pointing_game]")["data-value"]) == 0.5
+    assert [td.get_text() for td in soup.select("#localisation td[data-col=lands]")] == ["yes", "no"]
     assert "no evidence" in soup.select_one("#shortcut-verdicts").get_text()
 
 
