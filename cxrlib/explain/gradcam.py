@@ -78,6 +78,12 @@ val macro-F1) 1.69x / 0.48, 2.07x / 0.52; ``transfer.train.monitor=val_loss`` 1.
 inside the lesion stays near 2x on every well-trained model: the 43-px receptive fields of the
 12x12 cells blur the evidence, and which of two equally good models lands is chance.
 
+Scored on every fold-0 test image with a lesion since (``heatmaps.n_scored: all``; the report's
+16 images gave a 95 % interval of about +-0.5x chance), same models (``cxr demo --force``, shipped
+configs, 2026-11-30): paper B ``twice`` Grad-CAM 2.06x +- 0.25 / 0.63, LRP composite 2.90x +- 0.28 /
+0.89; ``twice_onk`` 2.29x +- 0.27 / 0.74 and 3.16x +- 0.25 / 0.96 (54 images); paper A
+``domain_extension`` 1.29x +- 0.30 / 0.18 and 2.09x +- 0.37 / 0.49 (45 images).
+
 Models must be *flat* (backbone layers in the same functional graph as the head, see
 ``cxrlib.models.build_model``); a nested backbone model makes the penultimate layer unreachable
 and the error below says so.
