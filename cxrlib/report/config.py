@@ -116,7 +116,10 @@ def load_experiment(
     smoke_block = raw.pop("smoke", None) or {}
     cfg = raw
     if smoke:
-        cfg = deep_merge(deep_merge(cfg, DEFAULT_SMOKE), smoke_block)
+        # the smoke sizes of the heatmaps apply to a config that has heatmaps (a config without
+        # that block plans no notebook 5, smoke or not)
+        defaults = {k: v for k, v in DEFAULT_SMOKE.items() if k != "heatmaps" or cfg.get("heatmaps")}
+        cfg = deep_merge(deep_merge(cfg, defaults), smoke_block)
     from cxrlib.report.overrides import OverrideError, check_override
 
     for dotted, value in (overrides or {}).items():

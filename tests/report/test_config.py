@@ -96,3 +96,17 @@ def test_missing_key_and_missing_file(tmp_path: Path):
         load_experiment(path)
     with pytest.raises(ConfigError, match="not found"):
         load_experiment(tmp_path / "nope.yaml")
+
+
+def test_smoke_adds_no_heatmaps_stage_to_a_config_without_heatmaps(tmp_path: Path):
+    from cxrlib.report.plan import build_plan
+
+    cfg = {"name": "toy", "task": "paper_a", "data": {"kind": "phantoms", "target": {"n": 10}},
+           "split": {"kind": "kfold", "k": 2}, "strategies": {"scratch": {}}}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    smoke = load_experiment(path, smoke=True)
+    assert "heatmaps" not in smoke and "05_heatmaps" not in [s.id for s in build_plan(smoke)]
+    # a config with heatmaps gets the smoke sizes
+    with_heat = load_experiment(EXPERIMENTS_DIR / "paper_b.yaml", smoke=True)["heatmaps"]
+    assert with_heat["n_images"] == 3 and with_heat["n_scored"] == 6
