@@ -7,6 +7,7 @@ API (stable):
 - ``per_class_table(metrics) -> DataFrame`` (tidy: class, precision, recall, f1, support, auc)
 - ``epoch_metrics(y_true, y_prob, classes, multi_label, prefix) -> dict`` (the per-epoch log)
 - ``bootstrap_ci(y_true, y_prob, metric, n_boot=1000, seed=0, alpha=0.05) -> dict``
+- ``resample_blocks(rng, n, n_boot)``: its resamples as index blocks, for vectorised statistics
 - ``mcnemar(y_true, pred_a, pred_b) -> dict`` (exact binomial McNemar)
 - ``predictions_frame(df, y_prob, classes)``, ``read_predictions(path)``
 - ``cross_entropy(y_true, y_prob, multi_label)``, ``safe_name(class)`` (log keys)
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -244,17 +245,24 @@ def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, metric: str | Callable 
             "high": float(np.quantile(stats, 1 - alpha / 2)), "n_boot": int(n_boot), "alpha": alpha}
 
 
-def _resampled_confusion(t: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """Confusion counts [n_boot, K, K] (rows true, columns predicted) of ``n_boot`` resamples.
+def resample_blocks(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` items as index blocks [b, n], ``n_boot`` rows in all.
 
-    Draws exactly the indices of ``n_boot`` successive ``rng.integers(0, n, n)`` calls (one
-    stream, taken in blocks), so it matches the per-resample loop of :func:`bootstrap_ci`.
+    The rows are exactly the indices of ``n_boot`` successive ``rng.integers(0, n, n)`` calls
+    (one stream, taken in blocks of about 16 MB), so vectorised statistics match the per-resample
+    loop of :func:`bootstrap_ci` for the same seed.
     """
-    n, k = len(t), int(max(t.max(initial=0), p.max(initial=0))) + 1
-    per = max(1, 2_000_000 // max(n, 1))  # resamples per block: ~16 MB of indices
-    out = []
+    per = max(1, 2_000_000 // max(n, 1))  # resamples per block
     for s in range(0, n_boot, per):
-        idx = rng.integers(0, n, size=(min(per, n_boot - s), n))  # [b, n]
+        yield rng.integers(0, n, size=(min(per, n_boot - s), n))  # [b, n]
+
+
+def _resampled_confusion(t: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Confusion counts [n_boot, K, K] (rows true, columns predicted) of ``n_boot`` resamples
+    (:func:`resample_blocks`)."""
+    n, k = len(t), int(max(t.max(initial=0), p.max(initial=0))) + 1
+    out = []
+    for idx in resample_blocks(rng, n, n_boot):  # [b, n]
         cell = (np.arange(len(idx))[:, None] * k + t[idx]) * k + p[idx]  # [b, n] flat (resample, true, pred)
         out.append(np.bincount(cell.ravel(), minlength=len(idx) * k * k).reshape(len(idx), k, k))
     return np.concatenate(out) if out else np.zeros((0, k, k), np.int64)

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from cxrlib.evaluation import resample_blocks
+
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,8 @@ def _rate_ci(hit: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tu
         return math.nan, math.nan, math.nan
     if n_boot <= 0:
         return float(hit.mean()), math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    per = max(1, 2_000_000 // n)  # resamples per chunk: memory stays ~16 MB of indices
-    stats = np.concatenate([hit[rng.integers(0, n, size=(min(per, n_boot - s), n))].mean(axis=1)
-                            for s in range(0, n_boot, per)])  # [n_boot]
+    blocks = resample_blocks(np.random.default_rng(seed), n, n_boot)  # [b, n] index blocks
+    stats = np.concatenate([hit[idx].mean(axis=1) for idx in blocks])  # [n_boot]
     return float(hit.mean()), float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
