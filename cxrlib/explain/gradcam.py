@@ -99,21 +99,12 @@ import numpy as np
 
 from cxrlib.explain.base import CAM_METHODS, Explainer, Heatmaps, canonical_method, check_images
 from cxrlib.explain.base import resolve_classes  # noqa: F401  (re-exported, older import path)
-from cxrlib.explain.receptive_field import cell_centres, half_pixel
+from cxrlib.explain.receptive_field import cell_centres, half_pixel, spatial_shape
 
 METHODS: tuple[str, ...] = CAM_METHODS
 CamResult = Heatmaps  # older name of the result type
 
 _POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
-
-
-def _spatial(layer) -> tuple[int, int] | None:
-    """(h, w) of a layer's 4-D [B, h, w, C] output, else None."""
-    try:
-        shape = layer.output.shape
-    except AttributeError:  # layer never called (should not happen in a built functional model)
-        return None
-    return (shape[1], shape[2]) if len(shape) == 4 else None
 
 
 def target_layer(model, layer: str | None = "auto", min_cam_size: int | None = None) -> str:
@@ -138,7 +129,7 @@ def target_layer(model, layer: str | None = "auto", min_cam_size: int | None = N
             found = model.get_layer(layer)
         except ValueError as exc:
             raise ValueError(f"layer {layer!r} is not in model {model.name!r}") from exc
-        if _spatial(found) is None:
+        if spatial_shape(found) is None:
             raise ValueError(f"layer {layer!r} outputs {found.output.shape}, "
                              "Grad-CAM needs a 4-D [batch, height, width, channels] feature map")
         return layer
@@ -148,7 +139,7 @@ def target_layer(model, layer: str | None = "auto", min_cam_size: int | None = N
                          "(cxrlib.models.build_model) so Grad-CAM can reach the last conv layer")
     if min_cam_size:
         for found in reversed(model.layers[1:]):
-            hw = _spatial(found)
+            hw = spatial_shape(found)
             if hw is None or type(found).__name__ in _POOLING or None in hw:
                 continue
             if min(hw) >= int(min_cam_size):
@@ -244,7 +235,7 @@ class CamExplainer(Explainer):
         self.model = model
         self.method = method
         self.layer = target_layer(model, layer, min_cam_size)
-        self._hw = _spatial(model.get_layer(self.layer))  # (h, w) of the CAM before upsampling
+        self._hw = spatial_shape(model.get_layer(self.layer))  # (h, w) of the CAM before upsampling
         # where each cell looks on the input (None: unknown layers, half-pixel assumption)
         self.grid = cell_centres(model, self.layer)
         self.batch_size = int(batch_size)

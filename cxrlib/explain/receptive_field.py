@@ -22,6 +22,7 @@ API (stable):
   (up-sampling, resizing, reshape) or merges branches with different grids; callers then use
   the half-pixel assumption.
 - ``half_pixel(n_cells, n_pixels) -> (offset, stride)``: that assumption for one axis.
+- ``spatial_shape(layer) -> (h, w) | None``: a layer's feature-map size (None when not 4-D).
 
 Checked in ``tests/explain/test_receptive_field.py`` against the receptive field itself: the
 support of a cell's gradient with respect to the input.
@@ -42,7 +43,7 @@ def half_pixel(n_cells: int, n_pixels: int) -> Axis:
     return (stride - 1) / 2, stride
 
 
-def _spatial_shape(layer) -> tuple[Any, Any] | None:
+def spatial_shape(layer) -> tuple[Any, Any] | None:
     """(h, w) of a layer's 4-D output; None when not 4-D or ambiguous (a layer called twice)."""
     try:
         shape = tuple(layer.output.shape)
@@ -116,11 +117,11 @@ def cell_centres(model, layer: str) -> tuple[Axis, Axis] | None:
             grids[lay.name] = ((0.0, 1.0), (0.0, 1.0))
         else:
             known = [grids.get(p.name) for p in parents]
-            out_hw = _spatial_shape(lay)
+            out_hw = spatial_shape(lay)
             if any(g is None for g in known) or out_hw is None or len(set(known)) > 1:
                 grids[lay.name] = None  # unknown, not spatial, or branches on different grids
             else:
-                geom = _layer_axes(lay, _spatial_shape(parents[0]), out_hw)
+                geom = _layer_axes(lay, spatial_shape(parents[0]), out_hw)
                 if geom is None:
                     grids[lay.name] = None
                 elif geom == "same":
