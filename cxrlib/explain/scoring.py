@@ -29,6 +29,7 @@ API (stable):
   ``(model, method)`` of ``cxrlib.explain.batch.explain_models``.
 - ``localisation_summary(scores)``: mean, std, 95 % interval half-width, chance and
   mean / chance per model, method, metric.
+- ``lands(mass_x_chance, pointing_game) -> bool``: the landing criterion itself.
 - ``landing_table(summary, accuracy=None)``: per model and method, does the heatmap *land*
   (mass inside at least ``LANDS_MASS`` x chance and pointing game at least ``LANDS_POINTING``),
   with the mass's 95 % interval in x chance and whether the interval clears the bar.
@@ -367,6 +368,13 @@ def localisation_summary(scores: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def lands(mass_x_chance: float, pointing_game: float, mass: float = LANDS_MASS,
+          pointing: float = LANDS_POINTING) -> bool:
+    """Does a heatmap land: at least ``mass`` x chance inside the lesions and a pointing game of at
+    least ``pointing``? (False for NaN.)"""
+    return bool(mass_x_chance >= mass and pointing_game >= pointing)
+
+
 def landing_table(summary: pd.DataFrame, accuracy: dict[str, float] | None = None,
                   mass: float = LANDS_MASS, pointing: float = LANDS_POINTING) -> pd.DataFrame:
     """Per model and method of :func:`localisation_summary`: does the heatmap land on the lesions?
@@ -388,8 +396,8 @@ def landing_table(summary: pd.DataFrame, accuracy: dict[str, float] | None = Non
         rows.append({"model": model, "method": method,
                      "accuracy": (accuracy or {}).get(model, float("nan")), "n": int(m["n"]),
                      "mass_x_chance": x, "mass_x_ci95": ci, "pointing_game": float(p["mean"]),
-                     "lands": bool(x >= mass and p["mean"] >= pointing),
-                     "clear": bool(x - ci >= mass and p["mean"] >= pointing)})
+                     "lands": lands(x, float(p["mean"]), mass, pointing),
+                     "clear": lands(x - ci, float(p["mean"]), mass, pointing)})
     out = pd.DataFrame(rows, columns=["model", "method", "accuracy", "n", "mass_x_chance", "mass_x_ci95",
                                       "pointing_game", "lands", "clear"])
     order = {m: i for i, m in enumerate(dict.fromkeys(list(accuracy or {}) + out["model"].tolist()))}

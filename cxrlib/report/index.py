@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from cxrlib.explain.scoring import LANDS_MASS, LANDS_POINTING
+from cxrlib.explain.scoring import LANDS_MASS, LANDS_POINTING, lands
 from cxrlib.io import write_text
 from cxrlib.report.locate import shown_path
 from cxrlib.report.layout import read_figures, read_run
@@ -260,7 +260,7 @@ def _localisation(run_dir: Path) -> list[dict[str, Any]]:
             row.update(pointing=_num(r["mean"]), pointing_text=format_value(r["mean"], 2))
     for r in by_key.values():  # _num gives text ("" for a missing value)
         x, p = (float(r.get(k) or "nan") for k in ("x_chance", "pointing"))
-        r["lands"] = bool(x >= LANDS_MASS and p >= LANDS_POINTING)
+        r["lands"] = lands(x, p)
     return [r for r in by_key.values() if "mass" in r]
 
 
