@@ -235,7 +235,7 @@ def read_heatmaps(folder: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[str], explainers=None,
-                   **kwargs) -> dict:
+                   images: tuple | None = None, **kwargs) -> dict:
     """Heatmaps of several models x methods, in the row order of ``df``, keyed by ``(model, method)``.
 
     Runs :func:`explain_manifest` per model (files under ``out_dir/<model>/<method>/``, resumable)
@@ -253,6 +253,8 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
         methods: heatmap method names (as in the config).
         explainers: an open :class:`~cxrlib.explain.factory.ExplainerCache` to reuse across calls
             (the caller closes it); None: one for this call, closed at the end.
+        images: ``(x, shown)`` of :func:`load_for_explaining` for ``df`` with these settings,
+            when the caller has them already (notebook 5 shows ``shown``); None loads them here.
         **kwargs: :func:`explain_manifest` arguments (classes, image_size, backbone, ...) and
             explainer options (``min_cam_size``, ``epsilon`` ...).
 
@@ -275,7 +277,8 @@ def explain_models(models, df: pd.DataFrame, root, out_dir, methods: Sequence[st
     lrp = [m for m in methods if canonical_method(m).startswith("lrp")]
     cam = [m for m in methods if m not in lrp]
     try:
-        images = load_for_explaining(df, root, **{k: kwargs[k] for k in _LOAD_ARGS if k in kwargs})
+        if images is None:
+            images = load_for_explaining(df, root, **{k: kwargs[k] for k in _LOAD_ARGS if k in kwargs})
         if lrp and cam:
             with ThreadPoolExecutor(1, thread_name_prefix="cxr-lrp") as pool:
                 pending = pool.submit(run, lrp)  # waits on the LRP process ...

@@ -100,3 +100,14 @@ def test_explain_models_keys_by_model_and_method_in_row_order(phantom_model, tmp
     for method in ("gradcam", "lrp.epsilon"):
         with make_explainer(method, model_path, min_cam_size=4) as alone:
             np.testing.assert_allclose(got[("b", method)].maps, alone.explain(x).maps, rtol=1e-5, atol=1e-6)
+    # images the caller loaded already are used as they are (not loaded again), same maps
+    import cxrlib.explain.batch as B
+
+    images = load_for_explaining(rows, root, 32, 3, "plain_cnn")
+    real, B.load_for_explaining = B.load_for_explaining, None  # a second load would fail
+    try:
+        again = explain_models({"b": model_path}, rows, root, tmp_path / "again", ["gradcam"], min_cam_size=4,
+                               images=images, **kw)
+    finally:
+        B.load_for_explaining = real
+    np.testing.assert_allclose(again[("b", "gradcam")].maps, got[("b", "gradcam")].maps, rtol=1e-5, atol=1e-6)
