@@ -158,13 +158,14 @@ def display_maps(heatmaps: Mapping[tuple[str, str], Any], pick: Sequence[int] | 
 def fold_accuracy(models: Mapping[str, Path]) -> dict[str, float]:
     """Test accuracy of each explained model on its heatmap fold (its stage's ``metrics.json``);
     models without that file are left out."""
-    import json
+    from cxrlib.io import read_json
+    from cxrlib.report.results import METRICS_FILE
 
     out = {}
     for name, folder in models.items():
-        path = Path(folder) / "metrics.json"
+        path = Path(folder) / METRICS_FILE
         if path.is_file():
-            acc = (json.loads(path.read_text()).get("test") or {}).get("accuracy")
+            acc = (read_json(path).get("test") or {}).get("accuracy")
             if acc is not None:
                 out[name] = float(acc)
     return out
